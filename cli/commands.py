@@ -1,0 +1,288 @@
+"""The library commands: init, info, sync, list, search, show, stats, delete, favorite,
+cleanup, sql."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..library import open_library
+from ..library.layout import FORMAT_VERSION
+from . import Context, main
+from .output import dump_json, echo_json, generation_rows, table
+
+pass_ctx = click.make_pass_decorator(Context)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def filter_options(func: Callable) -> Callable:
+    """The list filters, shared by list, search and cleanup-like commands."""
+    options = [
+        click.option("--profile-id", help="Only this voice profile's generations."),
+        click.option("--language", help="Only this language code, e.g. en."),
+        click.option("--engine", help="Only this engine, e.g. qwen."),
+        click.option(
+            "--status", type=click.Choice(["generating", "completed", "failed"]), help="Only this status."
+        ),
+        click.option("--favorites", is_flag=True, help="Only favorites."),
+        click.option("--since", help="Created at or after this date/time (ISO 8601, UTC if no zone)."),
+        click.option("--until", help="Created before this date/time."),
+        click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True),
+        click.option("--offset", type=click.IntRange(0), default=0, show_default=True),
+        click.option("--cursor", help="Continue after the page that printed this cursor."),
+        json_option,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A progress bar on stderr that appears only for large runs."""
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state and total >= 1000 and sys.stderr.isatty():
+            state["bar"] = click.progressbar(length=total, label="Reading sidecars", file=sys.stderr)
+            state["bar"].__enter__()
+        if "bar" in state:
+            state["bar"].update(done - state.get("done", 0))
+            state["done"] = done
+
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+
+    return update, close
+
+
+def _listing(ctx: Context, search: str | None, as_json: bool, limit: int, offset: int, cursor, **filters):
+    history = ctx.history()
+    result = history.list(search=search, limit=limit, offset=offset, cursor=cursor, **filters)
+    if as_json:
+        echo_json(result)
+        return
+    if not result["items"]:
+        click.echo("No generations match." if result["total"] == 0 else "No more generations.")
+        return
+    click.echo(generation_rows(result["items"]))
+    first = offset + 1
+    click.echo(f"\n{first}-{first + len(result['items']) - 1} of {result['total']}", err=True)
+    if result["next_cursor"]:
+        click.echo(f"next page: --cursor {result['next_cursor']}", err=True)
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path(file_okay=False))
+@pass_ctx
+def init(ctx: Context, path: str | None) -> None:
+    """Create a library folder (default: the chosen library)."""
+    root = path or ctx.library_root
+    library = open_library(root, create=True)
+    click.echo(f"Library ready at {library.root}")
+
+
+@main.command()
+@json_option
+@pass_ctx
+def info(ctx: Context, as_json: bool) -> None:
+    """Where the library and its index are, what they hold, and what is wrong."""
+    history = ctx.history()
+    index = history.index
+    if ctx.auto_sync:
+        index.sync()
+    with index.reading() as con:
+        generations, profiles = con.execute(
+            "SELECT (SELECT count(*) FROM generations), (SELECT count(*) FROM profiles)"
+        ).fetchone()
+    data = {
+        "library": str(history.library.root),
+        "library_id": history.library.library_id(),
+        "format_version": FORMAT_VERSION,
+        "index": str(index.path),
+        "index_bytes": index.path.stat().st_size if index.path.exists() else 0,
+        "generations": generations,
+        "profiles": profiles,
+        **index.problems(),
+    }
+    if as_json:
+        echo_json(data)
+        return
+    for key in ("library", "library_id", "format_version", "index", "index_bytes", "generations", "profiles"):
+        click.echo(f"{key + ':':16}{data[key]}")
+    for problem in data["unreadable"]:
+        click.echo(f"unreadable:     {problem['path']}: {problem['reason']}")
+    for duplicate in data["duplicate_ids"]:
+        click.echo(f"duplicate id:   {duplicate['id']} in {', '.join(duplicate['sidecars'])}")
+
+
+@main.command()
+@click.option("--full", is_flag=True, help="Re-read every sidecar, not only those that changed.")
+@click.option("--rebuild", is_flag=True, help="Delete the index and build it again from the folder.")
+@json_option
+@pass_ctx
+def sync(ctx: Context, full: bool, rebuild: bool, as_json: bool) -> None:
+    """Bring the index in step with the library folder."""
+    index = ctx.history().index
+    update, close = _progress()
+    try:
+        report = index.rebuild(progress=update) if rebuild else index.sync(full=full, progress=update)
+    finally:
+        close()
+    if as_json:
+        echo_json(report.as_dict())
+    else:
+        for path, reason in report.errors:
+            click.echo(f"skipped {path}: {reason}", err=True)
+        click.echo(
+            f"added {report.added}, updated {report.updated}, removed {report.removed}, "
+            f"errors {len(report.errors)}"
+        )
+
+
+@main.command(name="list")
+@filter_options
+@click.option("--search", help="Only generations whose text holds every word of this.")
+@pass_ctx
+def list_(ctx: Context, search: str | None, **options: Any) -> None:
+    """List generations, newest first."""
+    _listing(ctx, search, **options)
+
+
+@main.command()
+@click.argument("query")
+@filter_options
+@pass_ctx
+def search(ctx: Context, query: str, **options: Any) -> None:
+    """Find generations whose text holds every word of QUERY (any case, any accents)."""
+    _listing(ctx, query, **options)
+
+
+@main.command()
+@click.argument("generation_id")
+@json_option
+@pass_ctx
+def show(ctx: Context, generation_id: str, as_json: bool) -> None:
+    """Everything recorded about one generation, with its versions."""
+    item = ctx.history().get(generation_id)
+    if as_json:
+        echo_json(item)
+        return
+    for key, value in item.items():
+        if key not in ("versions", "extra"):
+            click.echo(f"{key + ':':19}{'' if value is None else value}")
+    for key, value in item["extra"].items():
+        click.echo(f"extra.{key + ':':13}{value}")
+    click.echo("")
+    click.echo(
+        table(
+            ["VERSION", "LABEL", "ACTIVE", "DUR", "EFFECTS", "AUDIO"],
+            [
+                [
+                    v["id"],
+                    v["label"],
+                    "*" if v["is_default"] else "",
+                    f"{v['duration']:.2f}s" if v["duration"] is not None else "",
+                    ", ".join(e["type"] for e in v["effects_chain"] or []),
+                    v["audio_path"] if v["audio_present"] else f"{v['audio_path']} (missing)",
+                ]
+                for v in item["versions"]
+            ],
+        )
+    )
+
+
+@main.command()
+@json_option
+@pass_ctx
+def stats(ctx: Context, as_json: bool) -> None:
+    """Totals: generations, seconds of audio, counts by profile, engine, language, status."""
+    data = ctx.history().stats()
+    if as_json:
+        echo_json(data)
+        return
+    for key, value in data.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for name, count in value.items():
+                click.echo(f"  {name}: {count}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@main.command()
+@click.argument("generation_ids", nargs=-1, required=True)
+@json_option
+@pass_ctx
+def delete(ctx: Context, generation_ids: tuple[str, ...], as_json: bool) -> None:
+    """Delete generations: the sidecar and every audio file. If one id is unknown, nothing is
+    deleted."""
+    deleted = ctx.history().delete(generation_ids)
+    if as_json:
+        echo_json({"deleted": deleted})
+    else:
+        click.echo(f"deleted {len(deleted)} generation(s)")
+
+
+@main.command()
+@click.argument("generation_id")
+@click.option("--on/--off", "value", default=None, help="Set the mark instead of flipping it.")
+@json_option
+@pass_ctx
+def favorite(ctx: Context, generation_id: str, value: bool | None, as_json: bool) -> None:
+    """Flip the favorite mark of a generation (or set it with --on / --off)."""
+    state = ctx.history().favorite(generation_id, value)
+    if as_json:
+        echo_json({"id": generation_id, "is_favorited": state})
+    else:
+        click.echo(f"{generation_id} is {'now' if state else 'no longer'} a favorite")
+
+
+@main.command()
+@click.option("--failed", is_flag=True, help="Failed generations.")
+@click.option("--profile-id", help="Generations of this profile.")
+@click.option("--older-than", type=click.FloatRange(min=0), help="Generations older than DAYS.")
+@click.option("--include-favorites", is_flag=True, help="Remove favorites too (kept by default).")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@json_option
+@pass_ctx
+def cleanup(
+    ctx: Context,
+    failed: bool,
+    profile_id: str | None,
+    older_than: float | None,
+    include_favorites: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Remove generations in bulk. Conditions combine; protected generations are kept."""
+    if not (failed or profile_id or older_than is not None):
+        raise click.UsageError("say what to clean up: --failed, --profile-id or --older-than")
+    result = ctx.history().cleanup(
+        failed=failed,
+        profile_id=profile_id,
+        older_than_days=older_than,
+        keep_favorites=not include_favorites,
+        dry_run=dry_run,
+    )
+    if as_json:
+        echo_json({**result, "dry_run": dry_run})
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(result['removed'])} generation(s); kept {len(result['kept'])} protected")
+
+
+@main.command()
+@click.argument("query")
+@json_option
+@pass_ctx
+def sql(ctx: Context, query: str, as_json: bool) -> None:
+    """Run a read-only SELECT against the index (views: generations, versions, profiles)."""
+    columns, rows = ctx.history().sql(query)
+    if as_json:
+        click.echo(dump_json([dict(zip(columns, row)) for row in rows]))
+    else:
+        click.echo(table(columns, [list(row) for row in rows]))

@@ -1,0 +1,137 @@
+"""``History``: one library, from Python, the way the CLI uses it.
+
+Changes go through the hook contract (so every plugin hears of them, exactly as when a host
+makes them); reads come from the index, brought in step with the folder first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from .hooks import get_plugin_manager
+from .index import Filters, Index, NotFoundError, SyncReport
+from .plugin import HistoryPlugin
+
+
+class History:
+    """A library and its index.
+
+    :param library: the library folder (default: ``$TTS_HISTORY_LIBRARY``, else per user).
+    :param index_path: where the index lives (default: per machine, outside the library).
+    :param plugin_manager: a host's own manager (from ``get_plugin_manager``), if it has one.
+    :param auto_sync: bring the index in step with the folder before every read.
+    """
+
+    def __init__(
+        self,
+        library: str | Path | None = None,
+        *,
+        index_path: str | Path | None = None,
+        plugin_manager: pluggy.PluginManager | None = None,
+        auto_sync: bool = True,
+    ) -> None:
+        self.pm = plugin_manager or get_plugin_manager(library)
+        plugin = self.pm.get_plugin("tts_history.history")
+        assert isinstance(plugin, HistoryPlugin)
+        self.plugin = plugin
+        self.library = plugin.library
+        self.index = Index(self.library, index_path)
+        self.auto_sync = auto_sync
+
+    @property
+    def hook(self) -> pluggy.HookRelay:
+        return self.pm.hook
+
+    def sync(
+        self, *, full: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> SyncReport:
+        return self.index.sync(full=full, progress=progress)
+
+    def _fresh(self) -> Index:
+        if self.auto_sync:
+            self.index.sync()
+        return self.index
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def list(
+        self, *, limit: int = 50, offset: int = 0, cursor: str | None = None, **filters: Any
+    ) -> dict[str, Any]:
+        """The seed's list: newest first, ``{"items", "total", "next_cursor"}``. Filters:
+        profile_id, search, language, engine, status, favorites, since, until."""
+        return self._fresh().list(Filters(**filters), limit=limit, offset=offset, cursor=cursor)
+
+    def get(self, generation_id: str) -> dict[str, Any]:
+        return self._fresh().get(generation_id)
+
+    def stats(self) -> dict[str, Any]:
+        return self._fresh().stats()
+
+    def sql(self, query: str) -> tuple[list[str], list[tuple]]:
+        return self._fresh().sql(query)
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def _require(self, generation_id: str) -> dict[str, Any]:
+        record = self.plugin.store.read(generation_id)
+        if record is None:
+            raise NotFoundError(f"generation {generation_id!r} not found")
+        return record
+
+    def delete(self, generation_ids: Iterable[str]) -> list[str]:
+        """Delete generations (sidecar and every audio file). All ids are checked first: if one
+        is unknown, nothing is deleted."""
+        ids = list(dict.fromkeys(generation_ids))
+        missing = [i for i in ids if self.plugin.store.sidecar_of(i) is None]
+        if missing:
+            raise NotFoundError(f"generation(s) not found: {', '.join(missing)}")
+        for generation_id in ids:
+            self.hook.tts_history_generation_deleted(generation_id=generation_id)
+        self.index.sync()
+        return ids
+
+    def favorite(self, generation_id: str, value: bool | None = None) -> bool:
+        """Set the favorite mark (``value``), or flip it (None). Returns the new state."""
+        record = self._require(generation_id)
+        new = (not record["is_favorited"]) if value is None else value
+        self.hook.tts_history_favorite_set(generation_id=generation_id, is_favorited=new)
+        self.index.sync()
+        return new
+
+    def cleanup(
+        self,
+        *,
+        failed: bool = False,
+        profile_id: str | None = None,
+        older_than_days: float | None = None,
+        keep_favorites: bool = True,
+        dry_run: bool = False,
+    ) -> dict[str, list[str]]:
+        """Remove generations automatically: failures, one profile's, or the old ones.
+
+        Conditions combine; favorites are kept unless ``keep_favorites`` is false, and so is
+        any generation a plugin protects. Returns ``{"removed": [...], "kept": [...]}`` (with
+        ``dry_run``, what would be removed).
+        """
+        if not (failed or profile_id or older_than_days is not None):
+            raise ValueError("say what to clean up: failed, a profile, or older than some days")
+        before = None
+        if older_than_days is not None:
+            before = datetime.now(timezone.utc) - timedelta(days=older_than_days)
+        ids = self._fresh().generation_ids(
+            profile_id=profile_id,
+            status="failed" if failed else None,
+            before=before,
+            keep_favorites=keep_favorites,
+        )
+        if dry_run:
+            kept = [i for i in ids if self.plugin.is_protected(self._require(i))]
+            return {"removed": [i for i in ids if i not in set(kept)], "kept": kept}
+        removed, kept = self.plugin.remove_generations(ids)
+        self.index.sync()
+        return {"removed": removed, "kept": kept}

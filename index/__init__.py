@@ -1,0 +1,148 @@
+"""The per-machine DuckDB index of a library folder: a cache that sync keeps in step with the
+folder and that serves list, search, stats and SQL. Delete it, sync, and the answers are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ..library import Library, open_library
+from ..library.locations import library_path, machine_dir
+from . import queries, tables
+from .connection import Database, IndexBusyError, IndexCorruptError
+from .queries import Filters, NotFoundError, QueryError
+from .sync import SyncReport, sync
+
+INDEX_ENV = "TTS_HISTORY_INDEX"
+
+__all__ = [
+    "Filters",
+    "Index",
+    "IndexBusyError",
+    "IndexCorruptError",
+    "NotFoundError",
+    "QueryError",
+    "SyncReport",
+    "default_index_path",
+]
+
+
+def default_index_path(library: Library) -> Path:
+    return machine_dir(library.root) / "index.duckdb"
+
+
+class Index:
+    """The index of one library. Safe to use from many threads and, by turns, many processes."""
+
+    def __init__(self, library: Library | str | Path | None = None, path: str | Path | None = None):
+        self.library = library if isinstance(library, Library) else open_library(library_path(library))
+        self.path = Path(path).expanduser().resolve() if path else default_index_path(self.library)
+        self.db = Database.for_path(self.path)
+        self._ready = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _ensure(self) -> None:
+        """Create the tables, or recreate them for an index of another version or library."""
+        if self._ready:
+            return
+        if self.path.exists():
+            try:
+                with self.db.read() as con:
+                    self._ready = self._matches(con)
+            except IndexCorruptError:
+                self._delete_files()
+        if not self._ready:
+            with self.db.write() as con:
+                if not self._matches(con):
+                    tables.create(con, str(self.library.root), self.library.library_id())
+            self._ready = True
+
+    def _matches(self, con: duckdb.DuckDBPyConnection) -> bool:
+        if tables.current_version(con) != tables.INDEX_VERSION:
+            return False
+        row = con.execute("SELECT value FROM meta WHERE key = 'library_id'").fetchone()
+        return row is not None and row[0] == self.library.library_id()
+
+    def _delete_files(self) -> None:
+        self.db.forget()
+        for suffix in ("", ".wal"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def sync(self, *, full: bool = False, progress: Callable[[int, int], None] | None = None) -> SyncReport:
+        """Apply the difference between the folder and the index (``full``: re-read everything)."""
+        self._ensure()
+        return sync(self.library, self.db, full=full, progress=progress)
+
+    def rebuild(self, *, progress: Callable[[int, int], None] | None = None) -> SyncReport:
+        """Throw the index away and build it again from the folder."""
+        self._delete_files()
+        self._ready = False
+        return self.sync(progress=progress)
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self._ensure()
+        with self.db.read() as con:
+            yield con
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def list(
+        self,
+        filters: Filters = Filters(),
+        *,
+        limit: int = queries.DEFAULT_LIMIT,
+        offset: int = 0,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        with self.reading() as con:
+            return queries.list_generations(
+                con, self.library, filters, limit=limit, offset=offset, cursor=cursor
+            )
+
+    def get(self, generation_id: str) -> dict[str, Any]:
+        with self.reading() as con:
+            return queries.get_generation(con, self.library, generation_id)
+
+    def stats(self) -> dict[str, Any]:
+        with self.reading() as con:
+            return queries.stats(con)
+
+    def sql(self, query: str) -> tuple[list[str], list[tuple]]:
+        with self.reading() as con:
+            return queries.read_only_sql(con, query)
+
+    def generation_ids(
+        self,
+        *,
+        profile_id: str | None = None,
+        status: str | None = None,
+        before: datetime | None = None,
+        keep_favorites: bool = False,
+    ) -> list[str]:
+        with self.reading() as con:
+            return queries.generation_ids(
+                con, profile_id=profile_id, status=status, before=before, keep_favorites=keep_favorites
+            )
+
+    def problems(self) -> dict[str, list]:
+        """Sidecars that could not be read, and generation ids held by more than one sidecar."""
+        with self.reading() as con:
+            errors = con.execute(
+                "SELECT path, error FROM files WHERE error IS NOT NULL ORDER BY path"
+            ).fetchall()
+            duplicates = con.execute(
+                "SELECT id, list(sidecar_path ORDER BY shadowed, sidecar_path) FROM generation_rows "
+                "GROUP BY id HAVING count(*) > 1 ORDER BY id"
+            ).fetchall()
+        return {
+            "unreadable": [{"path": p, "reason": r} for p, r in errors],
+            "duplicate_ids": [{"id": i, "sidecars": paths} for i, paths in duplicates],
+        }

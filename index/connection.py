@@ -1,0 +1,146 @@
+"""Sharing one DuckDB file between threads and, by turns, between processes.
+
+DuckDB lets one process at a time hold a file read-write (and while it does, nobody else may
+even read it), has no busy timeout, and refuses a read-only connection beside a read-write one
+in the same process. So, per process and file, there is one connection at a time, shared by
+every thread through cursors: read-only while only readers need it, read-write while a writer
+does (readers then share the writer's). Connections close as soon as nobody uses them, so the
+file is held only while a query or a batch runs, and opens that meet another process's lock
+retry with backoff until a deadline.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+READ_TIMEOUT = 15.0
+WRITE_TIMEOUT = 60.0
+
+
+class IndexBusyError(RuntimeError):
+    """Another process held the index longer than the deadline allowed."""
+
+
+class IndexCorruptError(RuntimeError):
+    """The index file cannot be opened as a DuckDB database (it is a cache: rebuild it)."""
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    return "lock" in str(exc).lower()
+
+
+def open_with_retry(path: Path, *, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            if not _is_lock_error(exc):
+                raise IndexCorruptError(f"index {path} cannot be opened: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise IndexBusyError(
+                    f"index {path} has been locked by another process for {timeout:.0f} s: {exc}"
+                ) from exc
+        # jitter keeps two waiting processes from retrying in lockstep
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 2, 0.05)
+
+
+class Database:
+    """The process's handle on one index file. Use :meth:`for_path`, not the constructor."""
+
+    _registry: dict[Path, Database] = {}
+    _registry_lock = threading.Lock()
+
+    @classmethod
+    def for_path(cls, path: Path) -> Database:
+        path = path.resolve()
+        with cls._registry_lock:
+            if path not in cls._registry:
+                cls._registry[path] = cls(path)
+            return cls._registry[path]
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._writer = threading.Lock()  # one writer at a time within this process
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._read_only = True
+        self._users = 0
+        self._pins = 0
+
+    @contextmanager
+    def read(self, timeout: float = READ_TIMEOUT) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._cond:
+            if self._con is None:
+                self._con = open_with_retry(self.path, read_only=True, timeout=timeout)
+                self._read_only = True
+            self._users += 1
+            cursor = self._con.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+            self._release()
+
+    @contextmanager
+    def write(self, timeout: float = WRITE_TIMEOUT) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._writer:
+            with self._cond:
+                # a read-only connection cannot be upgraded: wait for its readers, then reopen
+                while self._con is not None and self._read_only and self._users:
+                    self._cond.wait()
+                if self._con is not None and self._read_only:
+                    self._con.close()
+                    self._con = None
+                if self._con is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._con = open_with_retry(self.path, read_only=False, timeout=timeout)
+                    self._read_only = False
+                self._users += 1
+                cursor = self._con.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+                self._release()
+
+    @contextmanager
+    def pinned(self, timeout: float = WRITE_TIMEOUT) -> Iterator[None]:
+        """Keep the read-write connection open throughout (a long-running process that writes
+        often and serves its own queries), instead of reopening it for every batch."""
+        with self.write(timeout):
+            with self._cond:
+                self._pins += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._pins -= 1
+                self._close_if_idle()
+
+    def _release(self) -> None:
+        with self._cond:
+            self._users -= 1
+            self._close_if_idle()
+            self._cond.notify_all()
+
+    def _close_if_idle(self) -> None:
+        if self._users == 0 and self._pins == 0 and self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def forget(self) -> None:
+        """Close everything (the file is about to be deleted or replaced)."""
+        with self._cond:
+            if self._con is not None:
+                self._con.close()
+                self._con = None

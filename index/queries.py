@@ -1,0 +1,315 @@
+"""The history queries: list (filters, paging, search), get, stats, read-only SQL.
+
+Every value reaches DuckDB as a parameter; search terms are matched with ``contains``, so
+``%``, ``_`` and quotes are ordinary characters. Answers follow the seed's response schema,
+with audio paths made absolute on this machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import duckdb
+
+from ..library import Library
+from ..library.schema import STATUSES
+from .text import search_terms
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 10_000
+
+# the seed's GenerationResponse, in its order
+ITEM_FIELDS = (
+    "id",
+    "profile_id",
+    "profile_name",
+    "text",
+    "language",
+    "audio_path",
+    "duration",
+    "seed",
+    "instruct",
+    "engine",
+    "model_size",
+    "status",
+    "error",
+    "is_favorited",
+    "created_at",
+)
+_DETAIL_FIELDS = (
+    "updated_at",
+    "host_duration",
+    "sample_rate",
+    "channels",
+    "audio_bytes",
+    "audio_sha256",
+    "audio_present",
+    "active_version_id",
+    "extra",
+    "origin_library_id",
+    "origin_id",
+    "sidecar_path",
+)
+_VERSION_FIELDS = (
+    "id",
+    "label",
+    "audio_path",
+    "effects_chain",
+    "is_default",
+    "created_at",
+    "source_version_id",
+    "duration",
+    "sample_rate",
+    "channels",
+    "audio_bytes",
+    "audio_sha256",
+    "audio_present",
+)
+
+
+class QueryError(ValueError):
+    """A query's arguments are not valid; the message names the argument and the value."""
+
+
+class NotFoundError(LookupError):
+    """No generation has the id asked for."""
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, as the seed's responses give it."""
+    if value is None:
+        return None
+    text = value.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+    return text + "Z"
+
+
+def parse_time(value: str | datetime, name: str) -> datetime:
+    """A date or date-time given by a person or a script; naive means UTC."""
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise QueryError(
+                f"{name} {value!r} is not a date or time (use ISO 8601, e.g. 2026-04-18 "
+                "or 2026-04-18T10:30:00Z)"
+            ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Filters:
+    profile_id: str | None = None
+    search: str | None = None
+    language: str | None = None
+    engine: str | None = None
+    status: str | None = None
+    favorites: bool = False
+    since: datetime | str | None = None
+    until: datetime | str | None = None
+
+    def sql(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for name in ("profile_id", "language", "engine", "status"):
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append(f"g.{name} = ?")
+                params.append(value)
+        if self.status is not None and self.status not in STATUSES:
+            raise QueryError(f"status {self.status!r} is not one of {', '.join(STATUSES)}")
+        if self.favorites:
+            clauses.append("g.is_favorited")
+        if self.since is not None:
+            clauses.append("g.created_at >= ?")
+            params.append(parse_time(self.since, "since"))
+        if self.until is not None:
+            clauses.append("g.created_at < ?")
+            params.append(parse_time(self.until, "until"))
+        for term in search_terms(self.search or ""):
+            clauses.append("contains(g.search_text, ?)")
+            params.append(term)
+        return (" AND ".join(clauses) or "true"), params
+
+
+def _encode_cursor(created_at: datetime, generation_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), generation_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, generation_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(generation_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise QueryError(f"cursor {cursor!r} is not one this tool gave out") from None
+
+
+_ITEM_COLUMNS = ", ".join(
+    "coalesce(p.name, g.profile_name)" if f == "profile_name" else f"g.{f}" for f in ITEM_FIELDS
+)
+# the profile's current name when it still exists, else the name it had at generation time
+_FROM = "FROM generation_rows g LEFT JOIN profiles p ON p.id = g.profile_id"
+
+
+def _item(library: Library, row: tuple) -> dict[str, Any]:
+    item = dict(zip(ITEM_FIELDS, row))
+    item["audio_path"] = _absolute(library, item["audio_path"])
+    item["created_at"] = iso(item["created_at"])
+    return item
+
+
+def _absolute(library: Library, relative: str | None) -> str | None:
+    return None if relative is None else str(library.absolute(relative))
+
+
+def list_generations(
+    con: duckdb.DuckDBPyConnection,
+    library: Library,
+    filters: Filters = Filters(),
+    *,
+    limit: int = DEFAULT_LIMIT,
+    offset: int = 0,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Newest first: ``{"items": [...], "total": N, "next_cursor": str | None}``.
+
+    ``total`` counts every match; ``next_cursor`` continues after this page (stable while
+    generations are added, unlike ``offset``).
+    """
+    if not 1 <= limit <= MAX_LIMIT:
+        raise QueryError(f"limit {limit} is out of range (1 to {MAX_LIMIT})")
+    if offset < 0:
+        raise QueryError(f"offset {offset} must not be negative")
+    if cursor is not None and offset:
+        raise QueryError("give a cursor or an offset, not both")
+    where, params = filters.sql()
+    where = f"NOT g.shadowed AND {where}"
+    total = con.execute(f"SELECT count(*) FROM generation_rows g WHERE {where}", params).fetchone()[0]
+    page_where, page_params = where, list(params)
+    if cursor is not None:
+        created, last_id = _decode_cursor(cursor)
+        page_where += " AND (g.created_at < ? OR (g.created_at = ? AND g.id < ?))"
+        page_params += [created, created, last_id]
+    rows = con.execute(
+        f"SELECT {_ITEM_COLUMNS} {_FROM} WHERE {page_where} ORDER BY g.created_at DESC, g.id DESC LIMIT ? OFFSET ?",
+        page_params + [limit + 1, offset],
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [_item(library, row) for row in rows],
+        "total": total,
+        "next_cursor": _encode_cursor(rows[-1][14], rows[-1][0]) if more else None,
+    }
+
+
+def get_generation(
+    con: duckdb.DuckDBPyConnection, library: Library, generation_id: str
+) -> dict[str, Any]:
+    """One generation with every recorded field, its versions, and which one is active."""
+    row = con.execute(
+        f"SELECT {_ITEM_COLUMNS}, {', '.join('g.' + f for f in _DETAIL_FIELDS)} {_FROM} "
+        "WHERE g.id = ? AND NOT g.shadowed",
+        [generation_id],
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"generation {generation_id!r} not found")
+    item = _item(library, row[: len(ITEM_FIELDS)])
+    detail = dict(zip(_DETAIL_FIELDS, row[len(ITEM_FIELDS) :]))
+    detail["updated_at"] = iso(detail["updated_at"])
+    detail["extra"] = dict(detail["extra"] or {})
+    detail["sidecar_path"] = _absolute(library, detail["sidecar_path"])
+    versions = con.execute(
+        f"SELECT {', '.join(_VERSION_FIELDS)} FROM version_rows "
+        "WHERE generation_id = ? AND NOT shadowed ORDER BY position",
+        [generation_id],
+    ).fetchall()
+    item.update(detail)
+    item["versions"] = [_version(library, dict(zip(_VERSION_FIELDS, v))) for v in versions]
+    return item
+
+
+def _version(library: Library, version: dict[str, Any]) -> dict[str, Any]:
+    version["audio_path"] = _absolute(library, version["audio_path"])
+    version["created_at"] = iso(version["created_at"])
+    chain = version["effects_chain"]
+    version["effects_chain"] = None if chain is None else json.loads(chain)
+    return version
+
+
+def _counts(con: duckdb.DuckDBPyConnection, column: str) -> dict[str, int]:
+    rows = con.execute(
+        f"SELECT {column}, count(*) FROM generations GROUP BY {column} ORDER BY {column}"
+    ).fetchall()
+    return {key: count for key, count in rows}
+
+
+def stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """The seed's statistics, plus counts by engine, language and status and bytes on disk."""
+    total, duration, favorites = con.execute(
+        "SELECT count(*), coalesce(sum(duration), 0), count(*) FILTER (is_favorited) FROM generations"
+    ).fetchone()
+    by_kind = dict(con.execute("SELECT kind, sum(size) FROM files GROUP BY kind").fetchall())
+    audio_bytes = int(by_kind.get("audio") or 0)
+    sidecar_bytes = int((by_kind.get("generation") or 0) + (by_kind.get("profile") or 0))
+    return {
+        "total_generations": total,
+        "total_duration_seconds": float(duration),
+        "generations_by_profile": _counts(con, "profile_id"),
+        "generations_by_engine": _counts(con, "engine"),
+        "generations_by_language": _counts(con, "language"),
+        "generations_by_status": _counts(con, "status"),
+        "favorites": favorites,
+        "audio_bytes": audio_bytes,
+        "sidecar_bytes": sidecar_bytes,
+        "bytes_on_disk": audio_bytes + sidecar_bytes,
+    }
+
+
+def generation_ids(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    profile_id: str | None = None,
+    status: str | None = None,
+    before: datetime | None = None,
+    keep_favorites: bool = False,
+) -> list[str]:
+    """Ids matching every condition given (for cleanup), oldest first."""
+    where, params = Filters(profile_id=profile_id, status=status, until=before).sql()
+    if keep_favorites:
+        where += " AND NOT g.is_favorited"
+    return [
+        row[0]
+        for row in con.execute(
+            f"SELECT g.id FROM generations g WHERE {where} ORDER BY g.created_at, g.id", params
+        ).fetchall()
+    ]
+
+
+def read_only_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list[tuple]]:
+    """Run one SELECT (or WITH ... SELECT) and return (column names, rows)."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL does not parse: {exc}") from None
+    if len(statements) != 1:
+        raise QueryError(f"give exactly one SQL statement, got {len(statements)}")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        raise QueryError(
+            f"only SELECT queries are allowed here, not {statements[0].type.name}: "
+            "the index is rebuilt from the library folder, change that instead"
+        )
+    try:
+        result = con.execute(query)
+        columns = [d[0] for d in result.description]
+        return columns, result.fetchall()
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL failed: {exc}") from None

@@ -1,0 +1,309 @@
+"""Reconciling the index with the library folder: scan, diff, load what changed, apply.
+
+The folder is walked (cheap: names and stat only), the walk is compared with the ``files``
+table inside DuckDB, only new or changed sidecars are read (in parallel, each on its own so one
+bad file never fails the rest), and the difference is applied in batches, each in one short
+write transaction so that readers in other processes get in between.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from ..library import Library, SidecarError, is_sidecar_name, schema
+from ..library.atomic import TEMP_SUFFIX
+from ..library.layout import GENERATIONS_DIR, PROFILES_DIR
+from .connection import Database
+from .text import normalize
+
+BATCH = 2000
+_WORKERS = min(8, 2 * (os.cpu_count() or 1))
+
+
+@dataclass
+class SyncReport:
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def as_dict(self) -> dict:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "errors": [{"path": p, "reason": r} for p, r in self.errors],
+        }
+
+
+def ignored(name: str) -> bool:
+    """Files that are never part of the library: hidden files (our temp files, sync tools'
+    markers and caches), temp files of any tool, Syncthing's Windows temp names."""
+    return name.startswith((".", "~")) or name.endswith((TEMP_SUFFIX, "~"))
+
+
+def scan(library: Library) -> pa.Table:
+    """Every file of the library that the index tracks: path, kind, size, mtime_ns."""
+    paths: list[str] = []
+    kinds: list[str] = []
+    sizes: list[int] = []
+    mtimes: list[int] = []
+
+    def walk(folder: Path, prefix: str, sidecar_kind: str) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if ignored(entry.name):
+                continue
+            relative = f"{prefix}/{entry.name}"
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    walk(Path(entry.path), relative, sidecar_kind)
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed while we walked
+                continue
+            if is_sidecar_name(entry.name):
+                kind = sidecar_kind
+            elif sidecar_kind == "generation" and entry.is_file(follow_symlinks=False):
+                kind = "audio"
+            else:
+                continue
+            paths.append(relative)
+            kinds.append(kind)
+            sizes.append(st.st_size)
+            mtimes.append(st.st_mtime_ns)
+
+    walk(library.root / GENERATIONS_DIR, GENERATIONS_DIR, "generation")
+    walk(library.root / PROFILES_DIR, PROFILES_DIR, "profile")
+    return pa.table(
+        {
+            "path": pa.array(paths, pa.string()),
+            "kind": pa.array(kinds, pa.string()),
+            "size": pa.array(sizes, pa.int64()),
+            "mtime_ns": pa.array(mtimes, pa.int64()),
+        }
+    )
+
+
+def _read_one(library: Library, path: str, kind: str) -> pa.Table | SidecarError:
+    try:
+        return schema.read_table(library.absolute(path), kind)
+    except SidecarError as exc:
+        return SidecarError(path, exc.reason)
+
+
+def _load(
+    library: Library, pool: ThreadPoolExecutor, paths: list[str], kinds: list[str]
+) -> tuple[dict[str, pa.Table], list[tuple[str, str]]]:
+    """Read sidecars into one table per kind, with their paths; errors as (path, reason)."""
+    tables: dict[str, list[pa.Table]] = {"generation": [], "profile": []}
+    loaded_paths: dict[str, list[str]] = {"generation": [], "profile": []}
+    errors: list[tuple[str, str]] = []
+    for path, kind, result in zip(
+        paths, kinds, pool.map(lambda pk: _read_one(library, *pk), zip(paths, kinds))
+    ):
+        if isinstance(result, SidecarError):
+            errors.append((path, result.reason))
+        else:
+            tables[kind].append(result)
+            loaded_paths[kind].append(path)
+    out = {}
+    for kind, parts in tables.items():
+        base = schema.GENERATION_SCHEMA if kind == "generation" else schema.PROFILE_SCHEMA
+        table = pa.concat_tables(parts) if parts else base.empty_table()
+        table = table.append_column("sidecar_path", pa.array(loaded_paths[kind], pa.string()))
+        if kind == "generation":
+            texts = table.column("text").to_pylist()
+            table = table.append_column(
+                "search_text", pa.array([normalize(t) for t in texts], pa.string())
+            )
+        out[kind] = table
+    return out, errors
+
+
+_APPLY = """
+DELETE FROM generation_rows WHERE sidecar_path IN (SELECT path FROM batch_files);
+DELETE FROM version_rows WHERE sidecar_path IN (SELECT path FROM batch_files);
+DELETE FROM profiles WHERE sidecar_path IN (SELECT path FROM batch_files);
+DELETE FROM files WHERE path IN (SELECT path FROM batch_files);
+INSERT INTO files SELECT path, kind, size, mtime_ns, error FROM batch_files WHERE present;
+INSERT INTO generation_rows BY NAME
+    SELECT g.* EXCLUDE (schema_version, versions), false AS shadowed, f.size AS sidecar_bytes,
+           NULL AS audio_present
+    FROM batch_generations g JOIN batch_files f ON f.path = g.sidecar_path;
+INSERT INTO version_rows BY NAME
+    SELECT sidecar_path, false AS shadowed, id AS generation_id, position,
+           v.id AS id, v.label AS label, v.audio_path AS audio_path,
+           v.effects_chain::JSON AS effects_chain, v.is_default AS is_default,
+           v.created_at AS created_at, v.source_version_id AS source_version_id,
+           v.duration AS duration, v.sample_rate AS sample_rate, v.channels AS channels,
+           v.audio_bytes AS audio_bytes, v.audio_sha256 AS audio_sha256, false AS audio_present
+    FROM (
+        SELECT sidecar_path, id, unnest(versions) AS v, generate_subscripts(versions, 1) AS position
+        FROM batch_generations
+    );
+INSERT INTO profiles BY NAME
+    SELECT * EXCLUDE (schema_version, extra), extra::JSON AS extra FROM batch_profiles;
+"""
+
+# Which copy of a generation id counts (see tables.py), for the ids this batch touched.
+_SHADOW = """
+UPDATE generation_rows g SET shadowed = r.rank > 1
+FROM (
+    SELECT sidecar_path,
+           row_number() OVER (PARTITION BY id ORDER BY updated_at DESC, sidecar_path) AS rank
+    FROM generation_rows WHERE id IN (SELECT id FROM batch_ids)
+) r
+WHERE g.sidecar_path = r.sidecar_path AND g.shadowed <> (r.rank > 1);
+UPDATE version_rows v SET shadowed = g.shadowed
+FROM generation_rows g
+WHERE v.sidecar_path = g.sidecar_path AND g.id IN (SELECT id FROM batch_ids)
+  AND v.shadowed <> g.shadowed;
+"""
+
+# Audio is present when the file named is there with the size the sidecar recorded: a file a
+# sync tool is still copying, or truncated, counts as missing until it is whole.
+_AUDIO = """
+UPDATE version_rows v SET audio_present = (f.path IS NOT NULL)
+FROM (
+    SELECT v2.sidecar_path, v2.id, f2.path
+    FROM version_rows v2
+    LEFT JOIN files f2 ON f2.path = v2.audio_path AND f2.kind = 'audio'
+        AND (v2.audio_bytes IS NULL OR f2.size = v2.audio_bytes)
+    WHERE v2.audio_path IN (SELECT path FROM batch_audio)
+       OR v2.sidecar_path IN (SELECT path FROM batch_files)
+) f
+WHERE v.sidecar_path = f.sidecar_path AND v.id = f.id;
+UPDATE generation_rows g SET audio_present = v.audio_present
+FROM version_rows v
+WHERE v.sidecar_path = g.sidecar_path AND v.id = g.active_version_id
+  AND (v.audio_path IN (SELECT path FROM batch_audio)
+       OR g.sidecar_path IN (SELECT path FROM batch_files));
+"""
+
+
+def sync(
+    library: Library,
+    db: Database,
+    *,
+    full: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> SyncReport:
+    """Bring the index in step with the folder; ``full`` re-reads every sidecar.
+
+    ``progress(done, total)`` is called as sidecars are read.
+    """
+    found = scan(library)
+    with db.read() as con:
+        con.register("scan", found)
+        condition = "true" if full else "f.path IS NULL OR f.size <> s.size OR f.mtime_ns <> s.mtime_ns"
+        changed = con.execute(
+            f"SELECT s.path, s.kind, f.path IS NOT NULL, f.error IS NOT NULL "
+            f"FROM scan s LEFT JOIN files f ON f.path = s.path WHERE {condition} ORDER BY s.path"
+        ).fetchall()
+        removed = con.execute(
+            "SELECT f.path, f.kind FROM files f ANTI JOIN scan s ON s.path = f.path"
+        ).fetchall()
+        known_updated = dict(
+            con.execute(
+                "SELECT sidecar_path, updated_at FROM generation_rows "
+                "WHERE sidecar_path IN (SELECT path FROM scan)"
+            ).fetchall()
+        ) if changed else {}
+        con.unregister("scan")
+
+    report = SyncReport(removed=sum(1 for _, kind in removed if kind != "audio"))
+    stats = dict(
+        zip(found["path"].to_pylist(), zip(found["size"].to_pylist(), found["mtime_ns"].to_pylist()))
+    )
+    sidecars = [row for row in changed if row[1] != "audio"]
+    audio = [row[0] for row in changed if row[1] == "audio"]
+
+    if not sidecars and not removed and not audio:
+        return report
+
+    total = len(sidecars)
+    done = 0
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        first = True
+        for start in range(0, max(total, 1), BATCH):
+            part = sidecars[start : start + BATCH]
+            tables, errors = _load(library, pool, [p for p, *_ in part], [k for _, k, *_ in part])
+            report.errors.extend(errors)
+            failed = dict(errors)
+            updated_at = dict(
+                zip(
+                    tables["generation"].column("sidecar_path").to_pylist(),
+                    tables["generation"].column("updated_at").to_pylist(),
+                )
+            )
+            for path, kind, was_known, had_error in part:
+                if path in failed:
+                    continue
+                if not was_known:
+                    report.added += 1
+                elif had_error or kind == "profile" or known_updated.get(path) != updated_at.get(path):
+                    report.updated += 1
+                else:
+                    report.unchanged += 1
+            rows = [(path, kind, *stats[path], failed.get(path), True) for path, kind, *_ in part]
+            if first:  # removals and audio changes go with the first batch
+                rows += [(path, kind, 0, 0, None, False) for path, kind in removed]
+                rows += [(path, "audio", *stats[path], None, True) for path in audio]
+                first = False
+            _apply(db, rows, tables)
+            done += len(part)
+            if progress is not None:
+                progress(done, total)
+    return report
+
+
+def _apply(db: Database, rows: Iterable[tuple], tables: dict[str, pa.Table]) -> None:
+    rows = list(rows)
+    files = pa.table(
+        {
+            "path": pa.array([r[0] for r in rows], pa.string()),
+            "kind": pa.array([r[1] for r in rows], pa.string()),
+            "size": pa.array([r[2] for r in rows], pa.int64()),
+            "mtime_ns": pa.array([r[3] for r in rows], pa.int64()),
+            "error": pa.array([r[4] for r in rows], pa.string()),
+            "present": pa.array([r[5] for r in rows], pa.bool_()),
+        }
+    )
+    with db.write() as con:
+        con.register("batch_files", files)
+        con.register("batch_generations", tables["generation"])
+        con.register("batch_profiles", tables["profile"])
+        con.execute("BEGIN")
+        try:
+            # ids whose rows change: their old rows (about to go) and their new ones
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE batch_ids AS "
+                "SELECT DISTINCT id FROM generation_rows WHERE sidecar_path IN (SELECT path FROM batch_files) "
+                "UNION SELECT DISTINCT id FROM batch_generations"
+            )
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE batch_audio AS "
+                "SELECT path FROM batch_files WHERE kind = 'audio'"
+            )
+            con.execute(_APPLY)
+            con.execute(_SHADOW)
+            con.execute(_AUDIO)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            for name in ("batch_files", "batch_generations", "batch_profiles"):
+                con.unregister(name)

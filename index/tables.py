@@ -1,0 +1,116 @@
+"""The index's tables. Analysts query the views ``generations``, ``versions`` and ``profiles``;
+the ``*_rows`` tables and ``files`` are the sync machinery behind them.
+
+The index is a cache of the library folder: when this layout changes, INDEX_VERSION goes up and
+an older index file is simply rebuilt from the sidecars.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+INDEX_VERSION = "1"
+
+# One row per sidecar file. Two sidecars can carry the same generation id (a copy left in
+# another day folder): the newest updated_at wins, the rest are 'shadowed', so every machine
+# picks the same one whatever order it read them in.
+_DDL = """
+CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE files (
+    path VARCHAR NOT NULL,          -- sidecar path, relative to the library root
+    kind VARCHAR NOT NULL,          -- 'generation' | 'profile'
+    size BIGINT NOT NULL,
+    mtime_ns BIGINT NOT NULL,
+    error VARCHAR                   -- why it could not be read; retried when it changes
+);
+CREATE TABLE generation_rows (
+    sidecar_path VARCHAR NOT NULL,
+    shadowed BOOLEAN NOT NULL DEFAULT false,
+    id VARCHAR NOT NULL,
+    profile_id VARCHAR NOT NULL,
+    profile_name VARCHAR,
+    text VARCHAR NOT NULL,
+    language VARCHAR,
+    audio_path VARCHAR,
+    duration DOUBLE,
+    seed BIGINT,
+    instruct VARCHAR,
+    engine VARCHAR,
+    model_size VARCHAR,
+    status VARCHAR NOT NULL,
+    error VARCHAR,
+    is_favorited BOOLEAN NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    host_duration DOUBLE,
+    sample_rate INTEGER,
+    channels SMALLINT,
+    audio_bytes BIGINT,
+    audio_sha256 VARCHAR,
+    active_version_id VARCHAR,
+    extra MAP(VARCHAR, VARCHAR),
+    origin_library_id VARCHAR,
+    origin_id VARCHAR,
+    sidecar_bytes BIGINT NOT NULL,
+    search_text VARCHAR NOT NULL,
+    audio_present BOOLEAN
+);
+CREATE TABLE version_rows (
+    sidecar_path VARCHAR NOT NULL,
+    shadowed BOOLEAN NOT NULL DEFAULT false,
+    generation_id VARCHAR NOT NULL,
+    position INTEGER NOT NULL,
+    id VARCHAR NOT NULL,
+    label VARCHAR,
+    audio_path VARCHAR,
+    effects_chain JSON,
+    is_default BOOLEAN,
+    created_at TIMESTAMPTZ,
+    source_version_id VARCHAR,
+    duration DOUBLE,
+    sample_rate INTEGER,
+    channels SMALLINT,
+    audio_bytes BIGINT,
+    audio_sha256 VARCHAR,
+    audio_present BOOLEAN NOT NULL DEFAULT false
+);
+CREATE TABLE profiles (
+    id VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    description VARCHAR,
+    language VARCHAR,
+    extra JSON,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    sidecar_path VARCHAR NOT NULL
+);
+CREATE VIEW generations AS
+    SELECT * EXCLUDE (shadowed, search_text) FROM generation_rows WHERE NOT shadowed;
+CREATE VIEW versions AS
+    SELECT * EXCLUDE (shadowed, sidecar_path) FROM version_rows WHERE NOT shadowed;
+"""
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> str | None:
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'index_version'").fetchone()
+    except duckdb.CatalogException:
+        return None
+    return row[0] if row else None
+
+
+def create(con: duckdb.DuckDBPyConnection, library_root: str, library_id: str) -> None:
+    """(Re)create every table, empty; the caller then syncs from the folder."""
+    for (name, kind) in con.execute(
+        "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'"
+    ).fetchall():
+        con.execute(f'DROP {"VIEW" if kind == "VIEW" else "TABLE"} IF EXISTS "{name}" CASCADE')
+    con.execute(_DDL)
+    con.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [
+            ("index_version", INDEX_VERSION),
+            ("library_root", library_root),
+            ("library_id", library_id),
+        ],
+    )

@@ -1,0 +1,66 @@
+"""Crash-safe file writes: temp name, fsync, rename, fsync of the folder.
+
+Temp files are hidden and end in ``.tmp``, so no glob for ``*.parquet`` or ``*.wav`` (nor a
+watcher, nor a sync tool told to skip hidden files) ever sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+
+
+def fsync_dir(folder: Path) -> None:
+    if os.name == "nt":  # Windows cannot open a folder for fsync; its renames are durable
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_temp(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write a durable temp file beside ``path`` and return its name; remove it on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def commit_temp(tmp: Path, path: Path, *, replace: bool = True) -> None:
+    """Move a temp file from :func:`write_temp` into place, durably."""
+    try:
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails with FileExistsError instead of overwriting
+            tmp.unlink()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, replace: bool = True) -> None:
+    commit_temp(write_temp(path, write), path, replace=replace)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, replace: bool = True) -> None:
+    atomic_write(path, lambda f: f.write(data), replace=replace)

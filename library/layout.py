@@ -1,0 +1,133 @@
+"""Where everything lives inside a library folder, and which files belong to it.
+
+The folder is the only source of truth; both the plugin (which writes it) and the index (which
+reads it) take every path from here, so the two never disagree about the layout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from glob import glob
+from pathlib import Path
+
+from .atomic import atomic_write_bytes
+from .errors import LibraryError
+
+MARKER = "library.json"
+FORMAT_NAME = "tts-history-library"
+FORMAT_VERSION = 1
+GENERATIONS_DIR = "generations"
+PROFILES_DIR = "profiles"
+SIDECAR_SUFFIX = ".parquet"
+
+# Ids become file names. No dots: a dot separates a generation id from a version id in audio
+# names, and sync tools mark their conflict copies with dotted suffixes.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def check_id(value: object, field: str) -> str:
+    """Return ``value`` if it can name files in the library, else raise naming the field."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise LibraryError(
+            f"{field} {value!r} is not a valid id: use 1-128 letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def is_sidecar_name(name: str) -> bool:
+    """True for the file name of a generation or profile sidecar (never a temp or conflict copy)."""
+    return name.endswith(SIDECAR_SUFFIX) and _ID.fullmatch(name[: -len(SIDECAR_SUFFIX)]) is not None
+
+
+@dataclass(frozen=True)
+class Library:
+    """A library folder on this machine. Paths inside sidecars are relative to ``root``."""
+
+    root: Path
+
+    @property
+    def generations(self) -> Path:
+        return self.root / GENERATIONS_DIR
+
+    @property
+    def profiles(self) -> Path:
+        return self.root / PROFILES_DIR
+
+    def day_dir(self, created_at: datetime) -> Path:
+        # One folder per UTC day keeps every folder small and a generation's files together.
+        day = created_at.astimezone(timezone.utc)
+        return self.generations / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
+
+    def sidecar_path(self, generation_id: str, created_at: datetime) -> Path:
+        return self.day_dir(created_at) / f"{generation_id}{SIDECAR_SUFFIX}"
+
+    def audio_path(
+        self, generation_id: str, created_at: datetime, version_id: str, suffix: str
+    ) -> Path:
+        return self.day_dir(created_at) / f"{generation_id}.{version_id}{suffix}"
+
+    def profile_path(self, profile_id: str) -> Path:
+        return self.profiles / f"{profile_id}{SIDECAR_SUFFIX}"
+
+    def find_sidecar(self, generation_id: str) -> Path | None:
+        """The sidecar of ``generation_id``, wherever its day folder is (a few ms even at 1M)."""
+        hits = glob(str(self.generations / "*" / "*" / "*" / f"{generation_id}{SIDECAR_SUFFIX}"))
+        return Path(hits[0]) if hits else None
+
+    def relative(self, path: Path) -> str:
+        """The portable form stored in sidecars: POSIX separators, relative to the root."""
+        return path.relative_to(self.root).as_posix()
+
+    def absolute(self, relative: str) -> Path:
+        return self.root.joinpath(*relative.split("/"))
+
+    def library_id(self) -> str:
+        return read_marker(self.root)["library_id"]
+
+
+def read_marker(root: Path) -> dict:
+    marker = root / MARKER
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LibraryError(
+            f"{root} is not a tts-history library (no {MARKER}); run 'tts-history init'"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise LibraryError(f"{marker} cannot be read: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise LibraryError(f"{marker} is not a tts-history library marker")
+    version = data.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise LibraryError(
+            f"{marker} has format version {version!r}; this tts-history reads up to "
+            f"{FORMAT_VERSION}: upgrade tts-history"
+        )
+    return data
+
+
+def open_library(root: str | Path, *, create: bool = False) -> Library:
+    """Open the library at ``root``; with ``create``, make it first if the folder has none."""
+    root = Path(root).expanduser().resolve()
+    if create and not (root / MARKER).exists():
+        if root.exists() and not root.is_dir():
+            raise LibraryError(f"{root} exists and is not a folder")
+        root.mkdir(parents=True, exist_ok=True)
+        marker = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "library_id": str(uuid.uuid4()),
+            "created_at": datetime.now(timezone.utc).isoformat(),
+        }
+        try:
+            # exclusive: two processes initialising at once must agree on one library_id
+            atomic_write_bytes(root / MARKER, json.dumps(marker, indent=2).encode(), replace=False)
+        except FileExistsError:
+            pass
+    read_marker(root)
+    return Library(root)

@@ -1,0 +1,92 @@
+"""Generation and profile records in the library folder: find, read, write, remove.
+
+Every change is a read-modify-write of one sidecar under a machine-wide lock; sidecars are
+written atomically (see ``library.atomic``), audio always before the sidecar that names it,
+and removal goes the other way: sidecar first, then its audio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..library import Library, schema
+from ..library.atomic import fsync_dir
+from ..library.locations import machine_dir
+from ..library.lock import locked
+
+
+def audio_files(record: dict[str, Any]) -> set[str]:
+    """Relative paths of every audio file a record names."""
+    return {v["audio_path"] for v in record["versions"] if v["audio_path"]}
+
+
+class Store:
+    def __init__(self, library: Library) -> None:
+        self.library = library
+        self._lock = machine_dir(library.root) / "sidecars.lock"
+        self._paths: dict[str, Path] = {}  # saves the glob for ids this process wrote
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with locked(self._lock):
+            yield
+
+    def sidecar_of(self, generation_id: str) -> Path | None:
+        path = self._paths.get(generation_id)
+        if path is None or not path.exists():
+            path = self.library.find_sidecar(generation_id)
+            if path is None:
+                self._paths.pop(generation_id, None)
+                return None
+            self._paths[generation_id] = path
+        return path
+
+    def read(self, generation_id: str) -> dict[str, Any] | None:
+        path = self.sidecar_of(generation_id)
+        return None if path is None else schema.read_generation(path)
+
+    def write(self, record: dict[str, Any]) -> Path:
+        path = self.library.sidecar_path(record["id"], record["created_at"])
+        schema.write_generation(path, record)
+        self._paths[record["id"]] = path
+        return path
+
+    def remove_unreferenced(self, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
+        """Remove audio that ``before`` named and ``after`` no longer does (after it is written)."""
+        if before is not None:
+            self._unlink(audio_files(before) - audio_files(after))
+
+    def remove(self, generation_id: str) -> dict[str, Any] | None:
+        path = self.sidecar_of(generation_id)
+        if path is None:
+            return None
+        record = schema.read_generation(path)
+        path.unlink()
+        fsync_dir(path.parent)  # the sidecar is gone for good before its audio goes
+        self._paths.pop(generation_id, None)
+        self._unlink(audio_files(record))
+        return record
+
+    def _unlink(self, relatives: set[str]) -> None:
+        for relative in relatives:
+            self.library.absolute(relative).unlink(missing_ok=True)
+
+    def write_profile(self, record: dict[str, Any]) -> None:
+        schema.write_profile(self.library.profile_path(record["id"]), record)
+
+    def read_profile(self, profile_id: str) -> dict[str, Any] | None:
+        path = self.library.profile_path(profile_id)
+        return schema.read_profile(path) if path.exists() else None
+
+    def remove_profile(self, profile_id: str) -> bool:
+        path = self.library.profile_path(profile_id)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        fsync_dir(path.parent)
+        return True
+
