@@ -1,0 +1,53 @@
+"""Helpers shared by the tests: real audio, generations recorded through the hooks, the CLI
+in a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from tts_history import Audio, Generation
+
+RATE = 8000
+
+
+def tone(seconds: float = 0.25, rate: int = RATE, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def make_generation(**fields) -> Generation:
+    fields.setdefault("id", str(uuid.uuid4()))
+    fields.setdefault("profile_id", "p1")
+    fields.setdefault("text", "Hello world")
+    return Generation(**fields)
+
+
+def record(pm, seconds: float = 0.25, **fields) -> Generation:
+    """One completed generation through the hooks, as a host records it."""
+    generation = make_generation(**fields)
+    pm.hook.tts_history_generation_completed(
+        generation=generation, audio=Audio.from_samples(tone(seconds), RATE)
+    )
+    return generation
+
+
+def days_ago(n: float) -> datetime:
+    return datetime.now(timezone.utc) - timedelta(days=n)
+
+
+def cli(*args: str, env: dict | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``tts-history`` command in a real subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "tts_history", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        input=input,
+        timeout=120,
+    )
