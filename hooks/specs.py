@@ -49,7 +49,8 @@ def tts_history_generation_completed(generation: Generation, audio: Audio) -> No
     recorded by ``started``. Calling it again for the same id replaces the original audio.
 
     :param generation: the generation's settings, as for ``started``; ``generation.duration`` is
-        the host's own figure, kept beside the measured one when they differ.
+        the host's own figure: kept as ``host_duration`` beside the ``duration`` measured from the
+        audio, and a difference over 50 ms is logged as a warning.
     :param audio: a file the host wrote (``Audio.from_file``) or samples and their rate
         (``Audio.from_samples``).
     :raises InvalidAudioError: the audio does not decode; nothing is written.
@@ -141,7 +142,8 @@ def tts_history_protect_generation(generation: Mapping[str, Any]) -> bool | None
     Every plugin is asked; one ``True`` protects it. A plugin that raises protects it too, and
     the error is logged: when in doubt, nothing is deleted.
 
-    :param generation: the recorded generation, with the keys of a ``tts-history show --json``.
+    :param generation: the generation's record as its sidecar holds it (the fields listed in
+        README.md's folder format), audio paths relative to the library root.
     """
 
 
