@@ -1,0 +1,149 @@
+"""The tts-history command as a person and a script use it: real subprocesses, real speech."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from helpers import cli
+from tts_history.index.queries import ITEM_FIELDS
+
+
+def ok(*args: str) -> str:
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def js(*args: str):
+    return json.loads(ok(*args, "--json"))
+
+
+def cli_lib_root(lib: list[str]) -> Path:
+    return Path(lib[1])
+
+
+@pytest.fixture
+def lib(tmp_path):
+    path = tmp_path / "lib"
+    ok("init", str(path))
+    return ["--library", str(path)]
+
+
+def test_no_configuration_at_all_uses_the_per_user_library(isolated_dirs):
+    spoken = js("speak", "Hello from nowhere in particular")
+    assert spoken["status"] == "completed"
+    info = js("info")
+    data_home = isolated_dirs / "xdg_data_home"
+    assert info["library"].startswith(str(data_home))
+    assert info["index"].startswith(str(isolated_dirs / "xdg_cache_home"))
+    assert not info["index"].startswith(info["library"])
+    assert info["generations"] == 1
+
+
+def test_speak_list_show_search_stats(lib):
+    first = js(*lib, "speak", "Bonjour, café crème", "--language", "fr", "--profile", "Émile", "--seed", "3")
+    js(*lib, "speak", "Hello world", "--profile", "Ada")
+    audio = sf.info(first["audio_path"])
+    assert audio.samplerate == 22050 and audio.frames > 0
+    assert first["duration"] == pytest.approx(audio.frames / audio.samplerate)
+
+    listed = js(*lib, "list")
+    assert listed["total"] == 2
+    assert [list(item) for item in listed["items"]] == [list(ITEM_FIELDS)] * 2
+    assert listed["items"][0]["text"] == "Hello world"  # newest first
+    assert listed["items"][1]["profile_name"] == "Émile"
+    assert listed["items"][1]["created_at"].endswith("Z")
+
+    found = js(*lib, "search", "CAFE creme")
+    assert [item["id"] for item in found["items"]] == [first["id"]]
+    assert js(*lib, "search", "café", "--language", "en")["total"] == 0
+
+    shown = js(*lib, "show", first["id"])
+    assert shown["seed"] == 3 and shown["engine"] == "espeak-ng"
+    assert [v["label"] for v in shown["versions"]] == ["original"]
+    assert shown["versions"][0]["is_default"]
+
+    stats = js(*lib, "stats")
+    assert stats["total_generations"] == 2
+    assert sorted(stats["generations_by_language"].items()) == [("en", 1), ("fr", 1)]
+    assert stats["bytes_on_disk"] > 0
+
+    human = ok(*lib, "list")
+    assert "Hello world" in human and first["id"] in human
+
+
+def test_favorite_delete_and_exit_codes(lib):
+    gen = js(*lib, "speak", "Keep me")
+    assert js(*lib, "favorite", gen["id"]) == {"id": gen["id"], "is_favorited": True}
+    assert js(*lib, "list", "--favorites")["total"] == 1
+    assert js(*lib, "favorite", gen["id"], "--off")["is_favorited"] is False
+
+    missing = cli(*lib, "delete", gen["id"], "no-such-id")
+    assert missing.returncode == 1 and "no-such-id" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert js(*lib, "list")["total"] == 1  # nothing was deleted
+
+    assert js(*lib, "delete", gen["id"]) == {"deleted": [gen["id"]]}
+    assert js(*lib, "list")["total"] == 0
+    assert not list((cli_lib_root(lib)).rglob("*.wav"))
+
+    unknown = cli(*lib, "show", gen["id"])
+    assert unknown.returncode == 1 and "not found" in unknown.stderr
+
+    assert cli(*lib, "list", "--limit", "0").returncode == 2  # usage error
+    assert cli(*lib, "list", "--since", "yesterday").returncode == 1
+    assert cli("--library", str(cli_lib_root(lib) / "nope"), "list").returncode == 1
+
+
+def test_failure_is_recorded_and_cleaned_up(lib):
+    failed = cli(*lib, "speak", "No such voice", "--language", "xx-nowhere")
+    assert failed.returncode == 1 and "xx-nowhere" in failed.stderr
+    items = js(*lib, "list", "--status", "failed")["items"]
+    assert len(items) == 1 and "xx-nowhere" in items[0]["error"]
+    assert js(*lib, "cleanup", "--failed", "--dry-run")["removed"] == [items[0]["id"]]
+    assert js(*lib, "list", "--status", "failed")["total"] == 1
+    assert js(*lib, "cleanup", "--failed")["removed"] == [items[0]["id"]]
+    assert js(*lib, "list")["total"] == 0
+    assert cli(*lib, "cleanup").returncode == 2
+
+
+def test_sql_is_read_only(lib):
+    js(*lib, "speak", "One")
+    rows = js(*lib, "sql", "SELECT engine, count(*) AS n FROM generations GROUP BY engine")
+    assert rows == [{"engine": "espeak-ng", "n": 1}]
+    for statement in ("DELETE FROM generation_rows", "DROP VIEW generations", "SELECT 1; SELECT 2"):
+        result = cli(*lib, "sql", statement)
+        assert result.returncode == 1, statement
+        assert "Error:" in result.stderr and "Traceback" not in result.stderr
+    assert js(*lib, "list")["total"] == 1
+
+
+def test_sync_reports_and_rebuild_gives_the_same_answers(lib):
+    js(*lib, "speak", "Alpha")
+    js(*lib, "speak", "Beta")
+    before = js(*lib, "list")
+    assert js(*lib, "sync") == {"added": 0, "updated": 0, "removed": 0, "unchanged": 0, "errors": []}
+    broken = cli_lib_root(lib) / "generations" / "2020" / "01" / "01"
+    broken.mkdir(parents=True)
+    (broken / "bad-sidecar.parquet").write_bytes(b"not parquet at all")
+    report = js(*lib, "sync")
+    assert report["errors"] and report["errors"][0]["path"].endswith("bad-sidecar.parquet")
+    assert "unreadable" in ok(*lib, "info")
+    rebuilt = js(*lib, "sync", "--rebuild")
+    # two generation sidecars and the profile sidecar of "Default"
+    assert rebuilt["added"] == 3 and len(rebuilt["errors"]) == 1
+    assert js(*lib, "list") == before
+
+
+def test_demo_runs(lib):
+    out = ok(*lib, "demo")
+    assert "generations" in out
+    stats = js(*lib, "stats")
+    assert stats["generations_by_status"]["failed"] == 1
+    assert stats["total_generations"] == 6
+    versions = js(*lib, "sql", "SELECT count(*) AS n FROM versions WHERE effects_chain IS NOT NULL")
+    assert versions == [{"n": 1}]

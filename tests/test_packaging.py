@@ -1,0 +1,71 @@
+"""The distribution: one import package, tts_history, with hooks/plugin/index as subpackages,
+installable both normally and in editable mode into a fresh virtual environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, **kwargs)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT))
+    (built,) = out.glob("tts_history-*.whl")
+    return built
+
+
+def test_wheel_holds_only_the_tts_history_package(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/")[0] for name in names}
+    assert {t for t in top if not t.endswith(".dist-info")} == {"tts_history"}
+    for sub in ("hooks", "plugin", "index", "library", "cli", "host"):
+        assert f"tts_history/{sub}/__init__.py" in names
+    assert not any(name.startswith("tts_history/tests/") for name in names)
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "tts-history = tts_history.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def fresh_venv(path: Path) -> Path:
+    """A new virtual environment that borrows this one's dependencies (so nothing downloads
+    but the build backend), with the project itself not installed."""
+    venv.create(path, with_pip=True)
+    python = path / "bin" / "python"
+    site = run(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    (Path(site.stdout.strip()) / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return python
+
+
+IMPORTS = (
+    "import tts_history, tts_history.hooks, tts_history.plugin, tts_history.index;"
+    "from tts_history import hookimpl, get_plugin_manager;"
+    "import importlib.util as u;"
+    "assert all(u.find_spec(n) is None for n in ('hooks', 'plugin', 'index', 'library', 'cli'))"
+)
+
+
+@pytest.mark.parametrize("editable", [False, True], ids=["install", "editable"])
+def test_installs_into_a_fresh_venv(tmp_path, editable):
+    python = fresh_venv(tmp_path / "venv")
+    target = ["-e", str(ROOT)] if editable else [str(ROOT)]
+    run(str(python), "-m", "pip", "install", "-q", "--no-deps", *target)
+    # run from elsewhere, so the source tree is not what gets imported by accident
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run(str(python), "-c", IMPORTS, cwd=tmp_path, env=env)
+    result = run(str(tmp_path / "venv" / "bin" / "tts-history"), "--version", cwd=tmp_path, env=env)
+    assert "version" in result.stdout
