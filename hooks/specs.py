@@ -34,6 +34,10 @@ def tts_history_generation_started(generation: Generation) -> None:
 
     Recorded at once with status ``generating`` and no audio, so a history view can show work in
     progress. Calling it is optional: ``completed`` and ``failed`` also create the record.
+    ``started``, ``completed`` and ``failed`` find an earlier record of the same id in this
+    process, or in the day folder of ``generation.created_at`` (without it: today's or
+    yesterday's). A host that reports on a generation begun by an earlier run of itself passes
+    the ``created_at`` it was begun with.
 
     :param generation: the text, profile, language, seed and engine settings; ``generation.id``
         identifies the generation in every later call.

@@ -203,7 +203,7 @@ class HistoryPlugin:
         check_id(generation.profile_id, "generation.profile_id")
         extra = self._extra(generation)  # other plugins' code runs outside the lock
         with self.store.transaction():
-            before = self.store.read(generation.id)
+            before = self.store.read_recent(generation.id, generation.created_at)
             now = schema.now()
             record = self._fresh(generation, now) if before is None else _copy(before)
             record.update(

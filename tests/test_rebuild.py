@@ -1,0 +1,409 @@
+"""The index is a cache: every answer it gives can be rebuilt, identically, from the folder.
+
+One library of ~3,000 generations is recorded through the hooks, the way a host records them
+(several profiles, one of them deleted with some of its generations protected; several
+languages and engines; months of history; failures and work in progress; processed versions,
+some of them active; favorites; deletions; Unicode text). An index kept up to date by
+incremental syncs while the library grew must answer exactly as an index built from nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from helpers import RATE, tone
+
+from tts_history import Audio, Effect, Generation, Profile, Version, get_plugin_manager, hookimpl
+from tts_history.index import Filters, Index
+
+N_GENERATIONS = 3000
+PHASE_ONE = 2100  # more than one sync batch (2,000 sidecars) in the first sync
+
+PROFILES = {
+    "narrator": "Narrator",
+    "alice": "Alice",  # renamed to "Alicia" later
+    "bob": "Bob",
+    "yuki": "ユキ",
+    "gone": "Gone Voice",  # deleted later; the generations a plugin protects stay
+}
+LANGUAGES = ["en", "de", "fr", "ja", "es"]
+ENGINES = ["qwen", "espeak", "kokoro"]
+MODEL_SIZES = ["1.7B", "0.6B", None]
+TEXTS = [
+    "Hello world number {i}",
+    "Café au lait, s'il vous plaît {i}",
+    "Die Straße Nummer {i} ist lang",
+    "今日はいい天気ですね {i}",
+    "I ❤️ text to speech {i}",
+    "Naïve résumé of the façade {i}",
+    "50% off_sale \"today\" {i}",
+    "Back\\slash and 'quotes' {i}",
+    "Ελληνικά και Кириллица {i}",
+    "がぎぐげご カタカナ {i}",
+]
+
+
+class Protector:
+    """A plugin that protects the generations whose ids it was given (e.g. used by a story)."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    @hookimpl
+    def tts_history_protect_generation(self, generation):
+        return generation["id"] in self.ids
+
+
+@dataclass
+class Built:
+    library: Path
+    now: datetime
+    live: dict[str, dict] = field(default_factory=dict)  # id -> what the builder expects
+    deleted: set[str] = field(default_factory=set)
+    sidecars: int = 0
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _build(library: Path, rng: random.Random) -> tuple[Built, Index]:
+    """Record the library in three phases, syncing one index incrementally in between."""
+    pm = get_plugin_manager(library, entrypoints=False)
+    protector = Protector()
+    pm.register(protector, name="protector")
+    hook = pm.hook
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    built = Built(library=library, now=now)
+    incremental = Index(library, library.parent / "incremental.duckdb")
+
+    for pid, name in PROFILES.items():
+        hook.tts_history_profile_saved(profile=Profile(id=pid, name=name, language="en"))
+
+    completed: list[str] = []
+    version_ids: dict[str, list[str]] = {}
+
+    def record_one(i: int) -> None:
+        gid = _uuid(rng)
+        profile_id = rng.choice(list(PROFILES))
+        generation = Generation(
+            id=gid,
+            profile_id=profile_id,
+            text=TEXTS[i % len(TEXTS)].format(i=i),
+            language=rng.choice(LANGUAGES),
+            seed=rng.choice([None, rng.randrange(1, 2**31)]),
+            instruct=rng.choice([None, None, "speak slowly", "whisper — quietly"]),
+            engine=rng.choice(ENGINES),
+            model_size=rng.choice(MODEL_SIZES),
+            created_at=now - timedelta(seconds=rng.randrange(0, 240 * 86400)),
+            extra={"take": str(i)} if i % 7 == 0 else {},
+        )
+        roll = rng.random()
+        if roll < 0.05:
+            hook.tts_history_generation_failed(generation=generation, error=f"CUDA out of memory ({i})")
+            status = "failed"
+        elif roll < 0.08:
+            hook.tts_history_generation_started(generation=generation)
+            status = "generating"
+        else:
+            if roll < 0.3:
+                hook.tts_history_generation_started(generation=generation)
+            frames = rng.randrange(300, 520)  # 37.5 ms to 65 ms at 8 kHz
+            audio = Audio.from_samples(tone(frames / RATE, freq=rng.choice([220.0, 440.0, 660.0])), RATE)
+            hook.tts_history_generation_completed(generation=generation, audio=audio)
+            status = "completed"
+            completed.append(gid)
+        built.live[gid] = {"profile_id": profile_id, "status": status, "favorite": False}
+
+    def add_versions(gid: str) -> None:
+        original = None
+        for n in range(rng.choice([1, 1, 2])):
+            vid = f"fx{n}"
+            version = Version(
+                id=vid,
+                label=f"reverb {n}",
+                effects_chain=[
+                    Effect("reverb", params={"room": 0.3 + n / 10}),
+                    {"type": "gain", "enabled": n == 0, "params": {"db": -3}},
+                ],
+                source_version_id=original if n == 0 else "fx0",
+                is_default=rng.random() < 0.5,
+            )
+            audio = Audio.from_samples(tone(rng.randrange(300, 700) / RATE, freq=330.0), RATE)
+            hook.tts_history_version_added(generation_id=gid, version=version, audio=audio)
+            version_ids.setdefault(gid, []).append(vid)
+
+    # phase 1: most of the history, then a first sync of an empty index
+    for i in range(PHASE_ONE):
+        record_one(i)
+    incremental.sync()
+
+    # phase 2: the rest, processed versions, favorites; the index catches up incrementally
+    for i in range(PHASE_ONE, N_GENERATIONS):
+        record_one(i)
+    with_versions = rng.sample(completed, len(completed) // 10)
+    for gid in with_versions:
+        add_versions(gid)
+    for gid in rng.sample(sorted(built.live), 250):
+        hook.tts_history_favorite_set(generation_id=gid, is_favorited=True)
+        built.live[gid]["favorite"] = True
+    incremental.sync()
+
+    # phase 3: changes to what the index already holds
+    for gid in with_versions[::3]:  # active version back and forth
+        hook.tts_history_default_version_changed(
+            generation_id=gid, version_id=rng.choice(version_ids[gid])
+        )
+    for gid in with_versions[1::7]:  # the host re-records the original audio
+        generation = Generation(id=gid, profile_id=built.live[gid]["profile_id"], text=f"re-recorded {gid[:8]}")
+        hook.tts_history_generation_completed(
+            generation=generation, audio=Audio.from_samples(tone(0.05, freq=550.0), RATE)
+        )
+    for gid in [g for g in built.live if built.live[g]["favorite"]][::5]:
+        hook.tts_history_favorite_set(generation_id=gid, is_favorited=False)
+        built.live[gid]["favorite"] = False
+    for gid in rng.sample(sorted(built.live), 90):
+        hook.tts_history_generation_deleted(generation_id=gid)
+        del built.live[gid]
+        built.deleted.add(gid)
+    hook.tts_history_profile_saved(profile=Profile(id="alice", name="Alicia", language="en"))
+    gone = sorted(g for g, v in built.live.items() if v["profile_id"] == "gone")
+    protector.ids.update(gone[::4])
+    hook.tts_history_profile_deleted(profile_id="gone")
+    for gid in gone:
+        if gid not in protector.ids:
+            del built.live[gid]
+            built.deleted.add(gid)
+    incremental.sync()
+
+    built.sidecars = len(built.live) + len(PROFILES) - 1
+    return built, incremental
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The library, built once for this module, in its own per-user folders."""
+    with pytest.MonkeyPatch.context() as mp:
+        home = tmp_path_factory.mktemp("rebuild-home")
+        for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME"):
+            mp.setenv(name, str(home / name.lower()))
+        mp.delenv("TTS_HISTORY_LIBRARY", raising=False)
+        mp.delenv("TTS_HISTORY_INDEX", raising=False)
+        library = tmp_path_factory.mktemp("rebuild") / "library"
+        result, incremental = _build(library, random.Random(20260418))
+        answers = collect(incremental, result)
+        yield result, incremental, answers
+
+
+def _filter_combos(built: Built) -> list[dict]:
+    month = built.now - timedelta(days=30)
+    return [
+        {},
+        {"profile_id": "alice"},
+        {"profile_id": "gone"},
+        {"language": "ja"},
+        {"engine": "espeak", "status": "completed"},
+        {"status": "failed"},
+        {"status": "generating"},
+        {"favorites": True},
+        {"favorites": True, "language": "de"},
+        {"search": "cafe"},
+        {"search": "STRASSE nummer"},
+        {"search": "❤"},
+        {"search": "今日"},
+        {"search": "%"},
+        {"search": "re-recorded"},
+        {"since": month.isoformat()},
+        {"since": (built.now - timedelta(days=120)).isoformat(), "until": month},
+        {"profile_id": "bob", "engine": "qwen", "language": "en", "search": "hello"},
+    ]
+
+
+def collect(index: Index, built: Built) -> dict:
+    """Every kind of answer the index gives, from list pages to SQL."""
+    answers: dict = {}
+    with index.reading():  # one connection for the whole collection
+        for n, combo in enumerate(_filter_combos(built)):
+            answers[f"list {n} {combo}"] = index.list(Filters(**combo), limit=40)
+        answers["offset page"] = index.list(Filters(), limit=100, offset=1000)
+        pages, cursor = [], None
+        while True:
+            page = index.list(Filters(), limit=250, cursor=cursor)
+            pages.append(page)
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        answers["cursor pages"] = pages
+        sample = random.Random(7).sample(sorted(built.live), 150)
+        answers["get"] = {gid: index.get(gid) for gid in sample}
+        answers["stats"] = index.stats()
+        for query in (
+            "SELECT id, profile_id, profile_name, status, error, duration, host_duration, "
+            "is_favorited, created_at, updated_at, active_version_id, audio_sha256, audio_present, "
+            "extra FROM generations ORDER BY id",
+            "SELECT generation_id, position, id, label, effects_chain, is_default, "
+            "source_version_id, duration, audio_bytes, audio_present FROM versions "
+            "ORDER BY generation_id, position",
+            "SELECT id, name, description, language, extra, created_at, updated_at FROM profiles ORDER BY id",
+            "SELECT language, engine, status, count(*), sum(audio_bytes) FROM generations "
+            "GROUP BY ALL ORDER BY ALL",
+            "WITH t AS (SELECT profile_id, count(*) AS n FROM generations GROUP BY 1) "
+            "SELECT * FROM t ORDER BY n DESC, profile_id",
+        ):
+            answers[f"sql {query}"] = index.sql(query)
+    return answers
+
+
+def _without_float_sum(answers: dict) -> dict:
+    """The answers, with the summed duration taken out (see the strict xfail below)."""
+    stats = dict(answers["stats"])
+    total = stats.pop("total_duration_seconds")
+    return {**answers, "stats": stats}, total
+
+
+def _assert_same(expected: dict, actual: dict) -> None:
+    assert expected.keys() == actual.keys()
+    expected, expected_total = _without_float_sum(expected)
+    actual, actual_total = _without_float_sum(actual)
+    for key in expected:
+        assert actual[key] == expected[key], key
+    assert actual_total == pytest.approx(expected_total, rel=1e-12)
+
+
+def _delete_index_files(path: Path) -> None:
+    for suffix in ("", ".wal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    assert not path.exists()
+
+
+# -- the library is what the builder made -------------------------------------------------
+
+
+def test_built_library_is_what_the_hooks_recorded(built):
+    result, incremental, answers = built
+    items = [item for page in answers["cursor pages"] for item in page["items"]]
+    assert [i["id"] for i in items] != []
+    assert {i["id"] for i in items} == set(result.live)
+    assert len(items) == len(result.live) == answers["stats"]["total_generations"]
+    assert not result.deleted & {i["id"] for i in items}
+    by_status = answers["stats"]["generations_by_status"]
+    assert by_status == {
+        s: n
+        for s in ("completed", "failed", "generating")
+        if (n := sum(1 for v in result.live.values() if v["status"] == s))
+    }
+    assert answers["stats"]["favorites"] == sum(v["favorite"] for v in result.live.values())
+    # each filter combination selects something, so comparing them compares real answers
+    for key, value in answers.items():
+        if key.startswith("list"):
+            assert value["items"], key
+    # the cursor pages are in order: newest first, ties by id
+    order = [(i["created_at"], i["id"]) for i in items]
+    assert order == sorted(order, reverse=True)
+    kept_gone = [i for i in items if i["profile_id"] == "gone"]
+    assert kept_gone and all(i["profile_name"] == "Gone Voice" for i in kept_gone)
+    assert {i["profile_name"] for i in items if i["profile_id"] == "alice"} == {"Alicia"}
+
+
+# -- the core principle --------------------------------------------------------------------
+
+
+def test_deleted_index_is_rebuilt_with_identical_answers(built):
+    result, incremental, expected = built
+    path = incremental.path
+    incremental.db.forget()
+    _delete_index_files(path)
+
+    fresh = Index(result.library, path)
+    report = fresh.sync()
+    assert report.added == result.sidecars
+    assert (report.updated, report.removed, report.errors) == (0, 0, [])
+
+    _assert_same(expected, collect(fresh, result))
+
+
+def test_full_sync_and_rebuild_give_identical_answers(built, tmp_path):
+    result, _, expected = built
+    index = Index(result.library, tmp_path / "other.duckdb")
+    index.sync()
+    first = collect(index, result)
+    _assert_same(expected, first)
+
+    full = index.sync(full=True)
+    assert (full.added, full.removed, full.errors) == (0, 0, [])
+    assert full.added + full.updated + full.unchanged == result.sidecars
+    _assert_same(first, collect(index, result))
+
+    rebuilt = index.rebuild()
+    assert rebuilt.added == result.sidecars
+    assert (rebuilt.updated, rebuilt.removed, rebuilt.errors) == (0, 0, [])
+    _assert_same(first, collect(index, result))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: stats() sums durations with sum(DOUBLE), whose result depends on the order "
+    "rows sit in the index; an incrementally synced index and a rebuilt one differ in the "
+    "last bits of total_duration_seconds",
+)
+def test_total_duration_is_identical_after_rebuild(built, tmp_path):
+    result, incremental, expected = built
+    fresh = Index(result.library, tmp_path / "fresh.duckdb")
+    fresh.sync()
+    assert fresh.stats()["total_duration_seconds"] == expected["stats"]["total_duration_seconds"]
+
+
+def test_second_sync_reports_nothing_changed(built, tmp_path):
+    result, _, _ = built
+    index = Index(result.library, tmp_path / "twice.duckdb")
+    first = index.sync()
+    assert first.added == result.sidecars
+    second = index.sync()
+    assert second.as_dict() == {"added": 0, "updated": 0, "removed": 0, "unchanged": 0, "errors": []}
+
+
+def test_touched_generation_sidecar_counts_as_unchanged(built, tmp_path):
+    result, _, expected = built
+    index = Index(result.library, tmp_path / "touched.duckdb")
+    index.sync()
+    gid = sorted(result.live)[0]
+    sidecar = Path(index.get(gid)["sidecar_path"])
+    before = sidecar.read_bytes()
+    stat = sidecar.stat()
+    os.utime(sidecar, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    try:
+        report = index.sync()
+        assert sidecar.read_bytes() == before
+        assert report.as_dict() == {"added": 0, "updated": 0, "removed": 0, "unchanged": 1, "errors": []}
+        # the new mtime is remembered: the next sync has nothing to look at
+        assert index.sync().unchanged == 0
+        _assert_same(expected, collect(index, result))
+    finally:
+        os.utime(sidecar, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: index/sync.py counts every re-read profile sidecar as 'updated' "
+    "(kind == 'profile'), even when only its mtime changed or a full sync re-read it",
+)
+def test_touched_profile_sidecar_counts_as_unchanged(built, tmp_path):
+    result, _, _ = built
+    index = Index(result.library, tmp_path / "touched-profile.duckdb")
+    index.sync()
+    sidecar = result.library / "profiles" / "bob.parquet"
+    stat = sidecar.stat()
+    os.utime(sidecar, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    try:
+        touched = index.sync()
+    finally:
+        os.utime(sidecar, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    full = index.sync(full=True)
+    assert (touched.updated, touched.unchanged) == (0, 1)
+    assert (full.updated, full.unchanged) == (0, result.sidecars)
