@@ -9,6 +9,7 @@ write transaction so that readers in other processes get in between.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,12 +51,31 @@ def ignored(name: str) -> bool:
     return name.startswith((".", "~")) or name.endswith((TEMP_SUFFIX, "~"))
 
 
-def scan(library: Library) -> pa.Table:
-    """Every file of the library that the index tracks: path, kind, size, mtime_ns."""
+_KINDS = {GENERATIONS_DIR: "generation", PROFILES_DIR: "profile"}
+
+
+def scan(library: Library, within: Iterable[str] | None = None) -> pa.Table:
+    """Every file of the library that the index tracks: path, kind, size, mtime_ns.
+
+    ``within``: relative paths (files or folders, present or not) to look at instead of the
+    whole library, as a watcher's events name them.
+    """
     paths: list[str] = []
     kinds: list[str] = []
     sizes: list[int] = []
     mtimes: list[int] = []
+
+    def add(relative: str, name: str, sidecar_kind: str, st: os.stat_result) -> None:
+        if is_sidecar_name(name):
+            kind = sidecar_kind
+        elif sidecar_kind == "generation":
+            kind = "audio"
+        else:
+            return
+        paths.append(relative)
+        kinds.append(kind)
+        sizes.append(st.st_size)
+        mtimes.append(st.st_mtime_ns)
 
     def walk(folder: Path, prefix: str, sidecar_kind: str) -> None:
         try:
@@ -69,24 +89,30 @@ def scan(library: Library) -> pa.Table:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     walk(Path(entry.path), relative, sidecar_kind)
-                    continue
-                st = entry.stat(follow_symlinks=False)
+                elif entry.is_file(follow_symlinks=False):
+                    add(relative, entry.name, sidecar_kind, entry.stat(follow_symlinks=False))
             except FileNotFoundError:  # removed while we walked
                 continue
-            if is_sidecar_name(entry.name):
-                kind = sidecar_kind
-            elif sidecar_kind == "generation" and entry.is_file(follow_symlinks=False):
-                kind = "audio"
-            else:
-                continue
-            paths.append(relative)
-            kinds.append(kind)
-            sizes.append(st.st_size)
-            mtimes.append(st.st_mtime_ns)
 
-    walk(library.root / GENERATIONS_DIR, GENERATIONS_DIR, "generation")
-    walk(library.root / PROFILES_DIR, PROFILES_DIR, "profile")
-    return pa.table(
+    if within is None:
+        for top, kind in _KINDS.items():
+            walk(library.root / top, top, kind)
+    else:
+        for relative in sorted(set(within)):
+            parts = relative.split("/")
+            kind = _KINDS.get(parts[0])
+            if kind is None or any(ignored(part) for part in parts):
+                continue
+            path = library.absolute(relative)
+            try:
+                st = path.lstat()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                walk(path, relative, kind)
+            elif stat.S_ISREG(st.st_mode) and len(parts) > 1:
+                add(relative, parts[-1], kind, st)
+    table = pa.table(
         {
             "path": pa.array(paths, pa.string()),
             "kind": pa.array(kinds, pa.string()),
@@ -94,6 +120,15 @@ def scan(library: Library) -> pa.Table:
             "mtime_ns": pa.array(mtimes, pa.int64()),
         }
     )
+    return _unique(table)  # a folder and a file inside it may both have been named
+
+
+def _unique(table: pa.Table) -> pa.Table:
+    paths = table.column("path").to_pylist()
+    if len(set(paths)) == len(paths):
+        return table
+    first = sorted({p: i for i, p in reversed(list(enumerate(paths)))}.values())
+    return table.take(first)
 
 
 def _read_one(library: Library, path: str, kind: str) -> pa.Table | SidecarError:
@@ -198,30 +233,43 @@ def sync(
     db: Database,
     *,
     full: bool = False,
+    within: Iterable[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SyncReport:
     """Bring the index in step with the folder; ``full`` re-reads every sidecar.
 
+    ``within`` limits the work to these relative paths (files or folders, present or gone);
     ``progress(done, total)`` is called as sidecars are read.
     """
-    found = scan(library)
+    found = scan(library, within)
     with db.read() as con:
         con.register("scan", found)
+        removed_sql = "SELECT f.path, f.kind FROM files f ANTI JOIN scan s ON s.path = f.path"
+        if within is not None:
+            # Named paths that are gone, and everything below named folders that are gone.
+            # Library folders have no dot in their names; files always do.
+            named = sorted(set(within))
+            folders = [p.rstrip("/") + "/" for p in named if "." not in p.rsplit("/", 1)[-1]]
+            con.register("named", pa.table({"p": pa.array(named, pa.string())}))
+            con.register("folders", pa.table({"p": pa.array(folders, pa.string())}))
+            removed_sql += (
+                " WHERE f.path IN (SELECT p FROM named)"
+                " OR EXISTS (SELECT 1 FROM folders d WHERE starts_with(f.path, d.p))"
+            )
         condition = "true" if full else "f.path IS NULL OR f.size <> s.size OR f.mtime_ns <> s.mtime_ns"
         changed = con.execute(
             f"SELECT s.path, s.kind, f.path IS NOT NULL, f.error IS NOT NULL "
             f"FROM scan s LEFT JOIN files f ON f.path = s.path WHERE {condition} ORDER BY s.path"
         ).fetchall()
-        removed = con.execute(
-            "SELECT f.path, f.kind FROM files f ANTI JOIN scan s ON s.path = f.path"
-        ).fetchall()
+        removed = con.execute(removed_sql).fetchall()
         known_updated = dict(
             con.execute(
                 "SELECT sidecar_path, updated_at FROM generation_rows "
                 "WHERE sidecar_path IN (SELECT path FROM scan)"
             ).fetchall()
         ) if changed else {}
-        con.unregister("scan")
+        for name in ("scan", "named", "folders"):
+            con.unregister(name)
 
     report = SyncReport(removed=sum(1 for _, kind in removed if kind != "audio"))
     stats = dict(
