@@ -15,6 +15,7 @@ import pluggy
 
 from .hooks import get_plugin_manager
 from .index import Filters, Index, NotFoundError, SyncReport
+from .index.watch import watcher_running
 from .plugin import HistoryPlugin
 
 
@@ -53,7 +54,8 @@ class History:
         return self.index.sync(full=full, progress=progress)
 
     def _fresh(self) -> Index:
-        if self.auto_sync:
+        # a running watcher keeps the index current; syncing too would only add contention
+        if self.auto_sync and not watcher_running(self.index):
             self.index.sync()
         return self.index
 
@@ -67,7 +69,15 @@ class History:
         return self._fresh().list(Filters(**filters), limit=limit, offset=offset, cursor=cursor)
 
     def get(self, generation_id: str) -> dict[str, Any]:
-        return self._fresh().get(generation_id)
+        try:
+            return self._fresh().get(generation_id)
+        except NotFoundError:
+            # written a moment ago, and the watcher has not caught up yet: look for ourselves
+            path = self.plugin.store.sidecar_of(generation_id)
+            if path is None:
+                raise
+            self._refresh([path])
+            return self.index.get(generation_id)
 
     def stats(self) -> dict[str, Any]:
         return self._fresh().stats()
@@ -87,12 +97,13 @@ class History:
         """Delete generations (sidecar and every audio file). All ids are checked first: if one
         is unknown, nothing is deleted."""
         ids = list(dict.fromkeys(generation_ids))
-        missing = [i for i in ids if self.plugin.store.sidecar_of(i) is None]
+        sidecars = {i: self.plugin.store.sidecar_of(i) for i in ids}
+        missing = [i for i, path in sidecars.items() if path is None]
         if missing:
             raise NotFoundError(f"generation(s) not found: {', '.join(missing)}")
         for generation_id in ids:
             self.hook.tts_history_generation_deleted(generation_id=generation_id)
-        self.index.sync()
+        self._refresh(sidecars.values())
         return ids
 
     def favorite(self, generation_id: str, value: bool | None = None) -> bool:
@@ -100,8 +111,13 @@ class History:
         record = self._require(generation_id)
         new = (not record["is_favorited"]) if value is None else value
         self.hook.tts_history_favorite_set(generation_id=generation_id, is_favorited=new)
-        self.index.sync()
+        self._refresh([self.plugin.store.sidecar_of(generation_id)])
         return new
+
+    def _refresh(self, sidecars: Iterable[Path | None]) -> None:
+        """Show a change made here at once: re-read just the folders it touched."""
+        folders = {self.library.relative(p.parent) for p in sidecars if p is not None}
+        self.index.sync(within=folders)
 
     def cleanup(
         self,

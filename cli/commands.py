@@ -3,6 +3,7 @@ cleanup, sql."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -286,3 +287,41 @@ def sql(ctx: Context, query: str, as_json: bool) -> None:
         click.echo(dump_json([dict(zip(columns, row)) for row in rows]))
     else:
         click.echo(table(columns, [list(row) for row in rows]))
+
+
+@main.command()
+@click.option("--polling", is_flag=True, help="Poll instead of OS events (network drives send none).")
+@click.option("--poll-interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
+@click.option(
+    "--reconcile-every",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Seconds between full reconciles of the folder (0: never).",
+)
+@click.option("--debounce", type=click.FloatRange(min=0), default=0.05, show_default=True,
+              help="Seconds to let a burst of changes gather into one batch.")
+@pass_ctx
+def watch(ctx: Context, polling: bool, poll_interval: float, reconcile_every: float, debounce: float) -> None:
+    """Keep the index current as the folder changes, until interrupted (Ctrl-C or SIGTERM:
+    the batch under way finishes and the index is checkpointed)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logging.getLogger("tts_history.watch").setLevel(logging.INFO)
+    watcher = ctx.history().index.watch(
+        polling=polling,
+        poll_interval=poll_interval,
+        reconcile_every=reconcile_every or None,
+        debounce=debounce,
+    )
+    click.echo(f"Watching {watcher.root}; Ctrl-C to stop.", err=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        watcher.stop()

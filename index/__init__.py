@@ -4,11 +4,11 @@ folder and that serves list, search, stats and SQL. Delete it, sync, and the ans
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -18,6 +18,9 @@ from . import queries, tables
 from .connection import Database, IndexBusyError, IndexCorruptError
 from .queries import Filters, NotFoundError, QueryError
 from .sync import SyncReport, sync
+
+if TYPE_CHECKING:
+    from .watch import Watcher
 
 INDEX_ENV = "TTS_HISTORY_INDEX"
 
@@ -75,16 +78,30 @@ class Index:
         for suffix in ("", ".wal"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
-    def sync(self, *, full: bool = False, progress: Callable[[int, int], None] | None = None) -> SyncReport:
-        """Apply the difference between the folder and the index (``full``: re-read everything)."""
+    def sync(
+        self,
+        *,
+        full: bool = False,
+        within: Iterable[str] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SyncReport:
+        """Apply the difference between the folder and the index (``full``: re-read every
+        sidecar; ``within``: only these relative paths, files or folders)."""
         self._ensure()
-        return sync(self.library, self.db, full=full, progress=progress)
+        return sync(self.library, self.db, full=full, within=within, progress=progress)
 
     def rebuild(self, *, progress: Callable[[int, int], None] | None = None) -> SyncReport:
         """Throw the index away and build it again from the folder."""
         self._delete_files()
         self._ready = False
         return self.sync(progress=progress)
+
+    def watch(self, **options: Any) -> Watcher:
+        """Start keeping this index current in the background; ``stop()`` the result when done.
+        Options: see :class:`~tts_history.index.watch.Watcher`."""
+        from .watch import Watcher
+
+        return Watcher(self, **options).start()
 
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
