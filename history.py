@@ -119,6 +119,31 @@ class History:
         folders = {self.library.relative(p.parent) for p in sidecars if p is not None}
         self.index.sync(within=folders)
 
+    def conflicts(self) -> list[dict[str, Any]]:
+        """Open conflicts: generation ids held by more than one sidecar, profile copies."""
+        return self._fresh().conflicts()
+
+    def resolve(self, generation_ids: Iterable[str] | None = None) -> list[str]:
+        """Merge the sidecars of these conflicting generations (None: every open conflict, and
+        profile copies too) by the documented rule, and remove the copies. Returns what was
+        resolved: generation ids, and the paths of profile copies."""
+        open_conflicts = self.conflicts()
+        wanted = None if generation_ids is None else set(generation_ids)
+        known = {c["id"] for c in open_conflicts if c["kind"] == "generation"}
+        if wanted is not None and wanted - known:
+            raise NotFoundError(f"no open conflict for: {', '.join(sorted(wanted - known))}")
+        done: list[str] = []
+        for conflict in open_conflicts:
+            if conflict["kind"] == "generation" and (wanted is None or conflict["id"] in wanted):
+                paths = [Path(s["sidecar_path"]) for s in conflict["sidecars"]]
+                self.plugin.resolve_copies(conflict["id"], paths)
+                done.append(conflict["id"])
+            elif conflict["kind"] == "profile" and wanted is None:
+                self.plugin.resolve_profile_copy(Path(conflict["sidecar_path"]))
+                done.append(conflict["sidecar_path"])
+        self.index.sync()
+        return done
+
     def cleanup(
         self,
         *,

@@ -107,17 +107,19 @@ def info(ctx: Context, as_json: bool) -> None:
         "index_bytes": index.path.stat().st_size if index.path.exists() else 0,
         "generations": generations,
         "profiles": profiles,
-        **index.problems(),
+        "unreadable": index.unreadable(),
+        "conflicts": len(index.conflicts()),
     }
     if as_json:
         echo_json(data)
         return
-    for key in ("library", "library_id", "format_version", "index", "index_bytes", "generations", "profiles"):
-        click.echo(f"{key + ':':16}{data[key]}")
+    for key, value in data.items():
+        if key != "unreadable":
+            click.echo(f"{key + ':':16}{value}")
     for problem in data["unreadable"]:
         click.echo(f"unreadable:     {problem['path']}: {problem['reason']}")
-    for duplicate in data["duplicate_ids"]:
-        click.echo(f"duplicate id:   {duplicate['id']} in {', '.join(duplicate['sidecars'])}")
+    if data["conflicts"]:
+        click.echo("see them with:  tts-history conflicts")
 
 
 @main.command()
@@ -325,3 +327,46 @@ def watch(ctx: Context, polling: bool, poll_interval: float, reconcile_every: fl
             pass
     finally:
         watcher.stop()
+
+
+@main.command()
+@json_option
+@pass_ctx
+def conflicts(ctx: Context, as_json: bool) -> None:
+    """Open conflicts: generations that sync tools left in more than one sidecar. Lists show
+    the copy that wins (newest updated_at); 'resolve' merges them."""
+    found = ctx.history().conflicts()
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo("No open conflicts.")
+        return
+    for conflict in found:
+        if conflict["kind"] == "profile":
+            click.echo(f"profile copy  {conflict['sidecar_path']}")
+            continue
+        click.echo(f"generation {conflict['id']}")
+        for copy in conflict["sidecars"]:
+            click.echo(
+                f"  {'wins ' if copy['wins'] else '     '} {copy['updated_at']}  "
+                f"{'★' if copy['is_favorited'] else ' '}  {copy['versions']} version(s)  "
+                f"{copy['sidecar_path']}"
+            )
+
+
+@main.command()
+@click.argument("generation_ids", nargs=-1)
+@click.option("--all", "resolve_all", is_flag=True, help="Resolve every open conflict.")
+@json_option
+@pass_ctx
+def resolve(ctx: Context, generation_ids: tuple[str, ...], resolve_all: bool, as_json: bool) -> None:
+    """Merge a generation's conflicting sidecars into one and remove the copies: the newest
+    wins, a favorite mark on any copy stays, versions only a copy has are kept."""
+    if bool(generation_ids) == resolve_all:
+        raise click.UsageError("name the generations to resolve, or give --all")
+    done = ctx.history().resolve(None if resolve_all else generation_ids)
+    if as_json:
+        echo_json({"resolved": done})
+    else:
+        click.echo(f"resolved {len(done)} conflict(s)")

@@ -149,17 +149,17 @@ class Index:
                 con, profile_id=profile_id, status=status, before=before, keep_favorites=keep_favorites
             )
 
-    def problems(self) -> dict[str, list]:
-        """Sidecars that could not be read, and generation ids held by more than one sidecar."""
+    def unreadable(self) -> list[dict[str, str]]:
+        """Sidecars that could not be read: path and reason (retried when they change)."""
         with self.reading() as con:
-            errors = con.execute(
+            rows = con.execute(
                 "SELECT path, error FROM files WHERE error IS NOT NULL ORDER BY path"
             ).fetchall()
-            duplicates = con.execute(
-                "SELECT id, list(sidecar_path ORDER BY shadowed, sidecar_path) FROM generation_rows "
-                "GROUP BY id HAVING count(*) > 1 ORDER BY id"
-            ).fetchall()
-        return {
-            "unreadable": [{"path": p, "reason": r} for p, r in errors],
-            "duplicate_ids": [{"id": i, "sidecars": paths} for i, paths in duplicates],
-        }
+        return [{"path": p, "reason": r} for p, r in rows]
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        """Generation ids held by more than one sidecar (sync tools' conflict copies, or copies
+        in another day folder), each with the copy that wins and the others; then profile
+        conflict copies, which are never indexed."""
+        with self.reading() as con:
+            return queries.conflicts(con, self.library)

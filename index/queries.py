@@ -313,3 +313,36 @@ def read_only_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str]
         return columns, result.fetchall()
     except duckdb.Error as exc:
         raise QueryError(f"SQL failed: {exc}") from None
+
+
+def conflicts(con: duckdb.DuckDBPyConnection, library: Library) -> list[dict[str, Any]]:
+    rows = con.execute(
+        """
+        SELECT g.id, g.sidecar_path, g.conflict_copy, NOT g.shadowed, g.updated_at,
+               g.is_favorited, g.status, (SELECT count(*) FROM version_rows v
+                                          WHERE v.sidecar_path = g.sidecar_path)
+        FROM generation_rows g
+        WHERE g.id IN (SELECT id FROM generation_rows GROUP BY id HAVING count(*) > 1)
+        ORDER BY g.id, g.shadowed, g.sidecar_path
+        """
+    ).fetchall()
+    out: dict[str, dict[str, Any]] = {}
+    for gid, path, copy, wins, updated, favorite, status, versions in rows:
+        entry = out.setdefault(gid, {"kind": "generation", "id": gid, "sidecars": []})
+        entry["sidecars"].append(
+            {
+                "sidecar_path": _absolute(library, path),
+                "conflict_copy": copy,
+                "wins": wins,
+                "updated_at": iso(updated),
+                "is_favorited": favorite,
+                "status": status,
+                "versions": versions,
+            }
+        )
+    profiles = con.execute(
+        "SELECT path FROM files WHERE kind = 'profile_copy' ORDER BY path"
+    ).fetchall()
+    return list(out.values()) + [
+        {"kind": "profile", "sidecar_path": _absolute(library, p)} for (p,) in profiles
+    ]

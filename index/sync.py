@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..library import Library, SidecarError, is_sidecar_name, schema
+from ..library import Library, SidecarError, schema, sidecar_identity
 from ..library.atomic import TEMP_SUFFIX
 from ..library.layout import GENERATIONS_DIR, PROFILES_DIR
 from .connection import Database
@@ -66,12 +66,15 @@ def scan(library: Library, within: Iterable[str] | None = None) -> pa.Table:
     mtimes: list[int] = []
 
     def add(relative: str, name: str, sidecar_kind: str, st: os.stat_result) -> None:
-        if is_sidecar_name(name):
-            kind = sidecar_kind
-        elif sidecar_kind == "generation":
+        identity = sidecar_identity(name)
+        if identity is None:
+            if sidecar_kind != "generation":
+                return
             kind = "audio"
+        elif identity[1] and sidecar_kind == "profile":
+            kind = "profile_copy"  # listed as a conflict, never indexed as a profile
         else:
-            return
+            kind = sidecar_kind  # a generation's conflict copy is indexed beside its original
         paths.append(relative)
         kinds.append(kind)
         sizes.append(st.st_size)
@@ -132,8 +135,9 @@ def _unique(table: pa.Table) -> pa.Table:
 
 
 def _read_one(library: Library, path: str, kind: str) -> pa.Table | SidecarError:
+    identity = sidecar_identity(path.rsplit("/", 1)[-1])
     try:
-        return schema.read_table(library.absolute(path), kind)
+        return schema.read_table(library.absolute(path), kind, identity and identity[0])
     except SidecarError as exc:
         return SidecarError(path, exc.reason)
 
@@ -163,6 +167,8 @@ def _load(
             table = table.append_column(
                 "search_text", pa.array([normalize(t) for t in texts], pa.string())
             )
+            copies = [sidecar_identity(p.rsplit("/", 1)[-1])[1] for p in loaded_paths[kind]]
+            table = table.append_column("conflict_copy", pa.array(copies, pa.bool_()))
         out[kind] = table
     return out, errors
 
@@ -197,7 +203,9 @@ _SHADOW = """
 UPDATE generation_rows g SET shadowed = r.rank > 1
 FROM (
     SELECT sidecar_path,
-           row_number() OVER (PARTITION BY id ORDER BY updated_at DESC, sidecar_path) AS rank
+           row_number() OVER (
+               PARTITION BY id ORDER BY updated_at DESC, conflict_copy, sidecar_path
+           ) AS rank
     FROM generation_rows WHERE id IN (SELECT id FROM batch_ids)
 ) r
 WHERE g.sidecar_path = r.sidecar_path AND g.shadowed <> (r.rank > 1);
@@ -271,14 +279,15 @@ def sync(
         for name in ("scan", "named", "folders"):
             con.unregister(name)
 
-    report = SyncReport(removed=sum(1 for _, kind in removed if kind != "audio"))
+    report = SyncReport(removed=sum(1 for _, kind in removed if kind in ("generation", "profile")))
     stats = dict(
         zip(found["path"].to_pylist(), zip(found["size"].to_pylist(), found["mtime_ns"].to_pylist()))
     )
-    sidecars = [row for row in changed if row[1] != "audio"]
-    audio = [row[0] for row in changed if row[1] == "audio"]
+    kinds = dict(zip(found["path"].to_pylist(), found["kind"].to_pylist()))
+    sidecars = [row for row in changed if row[1] in ("generation", "profile")]
+    others = [row[0] for row in changed if row[1] not in ("generation", "profile")]
 
-    if not sidecars and not removed and not audio:
+    if not sidecars and not removed and not others:
         return report
 
     total = len(sidecars)
@@ -308,7 +317,7 @@ def sync(
             rows = [(path, kind, *stats[path], failed.get(path), True) for path, kind, *_ in part]
             if first:  # removals and audio changes go with the first batch
                 rows += [(path, kind, 0, 0, None, False) for path, kind in removed]
-                rows += [(path, "audio", *stats[path], None, True) for path in audio]
+                rows += [(path, kinds[path], *stats[path], None, True) for path in others]
                 first = False
             _apply(db, rows, tables)
             done += len(part)

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import duckdb
 
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"
 
-# One row per sidecar file. Two sidecars can carry the same generation id (a copy left in
-# another day folder): the newest updated_at wins, the rest are 'shadowed', so every machine
-# picks the same one whatever order it read them in.
+# One row per sidecar file. Several sidecars can carry the same generation id: a sync tool's
+# conflict copy, or a copy left in another day folder. The newest updated_at wins (on a tie the
+# original over a conflict copy, then the first path), the rest are 'shadowed': every machine
+# picks the same one, whatever order it read them in. `tts-history conflicts` lists them.
 _DDL = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE files (
     path VARCHAR NOT NULL,          -- sidecar path, relative to the library root
-    kind VARCHAR NOT NULL,          -- 'generation' | 'profile'
+    kind VARCHAR NOT NULL,          -- 'generation' | 'profile' | 'audio' | 'profile_copy'
     size BIGINT NOT NULL,
     mtime_ns BIGINT NOT NULL,
     error VARCHAR                   -- why it could not be read; retried when it changes
@@ -26,6 +27,7 @@ CREATE TABLE files (
 CREATE TABLE generation_rows (
     sidecar_path VARCHAR NOT NULL,
     shadowed BOOLEAN NOT NULL DEFAULT false,
+    conflict_copy BOOLEAN NOT NULL DEFAULT false,
     id VARCHAR NOT NULL,
     profile_id VARCHAR NOT NULL,
     profile_name VARCHAR,
@@ -85,7 +87,7 @@ CREATE TABLE profiles (
     sidecar_path VARCHAR NOT NULL
 );
 CREATE VIEW generations AS
-    SELECT * EXCLUDE (shadowed, search_text) FROM generation_rows WHERE NOT shadowed;
+    SELECT * EXCLUDE (shadowed, conflict_copy, search_text) FROM generation_rows WHERE NOT shadowed;
 CREATE VIEW versions AS
     SELECT * EXCLUDE (shadowed, sidecar_path) FROM version_rows WHERE NOT shadowed;
 """

@@ -39,9 +39,27 @@ def check_id(value: object, field: str) -> str:
     return value
 
 
-def is_sidecar_name(name: str) -> bool:
-    """True for the file name of a generation or profile sidecar (never a temp or conflict copy)."""
-    return name.endswith(SIDECAR_SUFFIX) and _ID.fullmatch(name[: -len(SIDECAR_SUFFIX)]) is not None
+# Conflict copies that sync tools leave beside a file both sides changed:
+# Syncthing: <stem>.sync-conflict-YYYYMMDD-HHMMSS-<DEVICE>.<ext>
+# Dropbox:   <stem> (<device>'s conflicted copy <date>).<ext>, and its case/Unicode variants
+_CONFLICT = re.compile(
+    r"(?P<stem>[^ ]+?)(?:\.sync-conflict-\d{8}-\d{6}-[A-Za-z0-9]+| \([^()]*conflict[^()]*\))",
+    re.IGNORECASE,
+)
+
+
+def sidecar_identity(name: str) -> tuple[str, bool] | None:
+    """For the file name of a sidecar: (the id it carries, whether it is a sync tool's conflict
+    copy). None for any other file, temp files included."""
+    if not name.endswith(SIDECAR_SUFFIX):
+        return None
+    stem = name[: -len(SIDECAR_SUFFIX)]
+    if _ID.fullmatch(stem):
+        return stem, False
+    copy = _CONFLICT.fullmatch(stem)
+    if copy and _ID.fullmatch(copy["stem"]):
+        return copy["stem"], True
+    return None
 
 
 @dataclass(frozen=True)

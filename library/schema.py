@@ -124,10 +124,12 @@ def write_profile(path: Path, record: dict[str, Any]) -> None:
     _write(path, pa.Table.from_pylist([row], schema=PROFILE_SCHEMA))
 
 
-def read_table(path: Path | str, kind: str) -> pa.Table:
+def read_table(path: Path | str, kind: str, expected_id: str | None = None) -> pa.Table:
     """Read one sidecar as a table of the current schema, upgrading older versions.
 
-    Raises :class:`SidecarError` naming the path and the reason for anything unreadable.
+    ``expected_id``: the id the record must carry (default: the file name's stem; a sync
+    tool's conflict copy carries its original's id). Raises :class:`SidecarError` naming the
+    path and the reason for anything unreadable.
     """
     schema = _SCHEMAS[kind]
     try:
@@ -157,7 +159,7 @@ def read_table(path: Path | str, kind: str) -> pa.Table:
     if missing:
         raise SidecarError(path, f"missing required field(s): {', '.join(missing)}")
     if table.schema.equals(schema):
-        _check(path, table.to_pylist()[0], kind)
+        _check(path, table.to_pylist()[0], kind, expected_id)
         return table
     try:
         columns = [
@@ -169,32 +171,32 @@ def read_table(path: Path | str, kind: str) -> pa.Table:
         table = pa.Table.from_arrays(columns, schema=schema)
     except (pa.ArrowException, ValueError) as exc:
         raise SidecarError(path, f"a field has the wrong type ({exc})") from None
-    _check(path, table.to_pylist()[0], kind)
+    _check(path, table.to_pylist()[0], kind, expected_id)
     return table
 
 
-def _check(path: Path | str, row: dict[str, Any], kind: str) -> None:
+def _check(path: Path | str, row: dict[str, Any], kind: str, expected_id: str | None) -> None:
     for name in ("id", "created_at", "updated_at") + (
         ("profile_id", "text", "status", "is_favorited") if kind == "generation" else ("name",)
     ):
         if row[name] is None:
             raise SidecarError(path, f"required field {name} is null")
-    stem = Path(path).name.removesuffix(".parquet")
-    if row["id"] != stem:
+    expected = expected_id or Path(path).name.removesuffix(".parquet")
+    if row["id"] != expected:
         raise SidecarError(path, f"id {row['id']!r} does not match the file name")
     if kind == "generation" and row["status"] not in STATUSES:
         raise SidecarError(path, f"status {row['status']!r} is not one of {', '.join(STATUSES)}")
 
 
-def read_generation(path: Path | str) -> dict[str, Any]:
-    row = read_table(path, "generation").to_pylist()[0]
+def read_generation(path: Path | str, expected_id: str | None = None) -> dict[str, Any]:
+    row = read_table(path, "generation", expected_id).to_pylist()[0]
     row["extra"] = dict(row["extra"] or ())
     row["versions"] = row["versions"] or []
     del row["schema_version"]
     return row
 
 
-def read_profile(path: Path | str) -> dict[str, Any]:
-    row = read_table(path, "profile").to_pylist()[0]
+def read_profile(path: Path | str, expected_id: str | None = None) -> dict[str, Any]:
+    row = read_table(path, "profile", expected_id).to_pylist()[0]
     del row["schema_version"]
     return row

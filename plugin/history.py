@@ -14,9 +14,10 @@ import pluggy
 from ..hooks import hookimpl
 from ..hooks.manager import call_each
 from ..hooks.types import Audio, Generation, InvalidValueError, Profile, Version
-from ..library import check_id, open_library, schema
+from ..library import check_id, open_library, schema, sidecar_identity
 from ..library.locations import library_path
 from . import audio as audio_io
+from .merge import merge, winner_order
 from .store import Store
 
 log = logging.getLogger("tts_history")
@@ -176,6 +177,41 @@ class HistoryPlugin:
         if kept:
             log.info("kept %d protected generation(s): %s", len(kept), ", ".join(kept))
         return removed, kept
+
+    def resolve_copies(self, generation_id: str, sidecars: list[Path]) -> dict[str, Any]:
+        """Merge every sidecar of ``generation_id`` (see :mod:`.merge`) into one at its day
+        folder's proper name, then remove the others. Returns the merged record."""
+        with self.store.transaction():
+            found = []
+            for path in sidecars:
+                if path.exists():
+                    identity = sidecar_identity(path.name)
+                    record = schema.read_generation(path, generation_id)
+                    found.append((winner_order(path, record, bool(identity and identity[1])), path, record))
+            if not found:
+                raise _not_recorded(generation_id)
+            found.sort(key=lambda item: item[0])
+            merged = merge([record for _, _, record in found])
+            merged["updated_at"] = schema.now()
+            target = self.store.write(merged)
+            for _, path, _ in found:
+                if path != target:
+                    path.unlink(missing_ok=True)
+        if self.hook is not None:
+            call_each(self.hook.tts_history_generation_recorded, generation=merged, sidecar_path=target)
+        return merged
+
+    def resolve_profile_copy(self, copy: Path) -> None:
+        """Keep the newer of a profile sidecar and its conflict copy, under the proper name."""
+        identity = sidecar_identity(copy.name)
+        if identity is None or not identity[1]:
+            raise LookupError(f"{copy} is not a conflict copy of a profile sidecar")
+        with self.store.transaction():
+            original = self.store.read_profile(identity[0])
+            candidate = schema.read_profile(copy, identity[0])
+            if original is None or candidate["updated_at"] > original["updated_at"]:
+                self.store.write_profile(candidate)
+            copy.unlink()
 
     def is_protected(self, record: Mapping[str, Any]) -> bool:
         if self.hook is None:

@@ -1,0 +1,488 @@
+"""Lock contention with real processes and threads, on a real DuckDB index.
+
+DuckDB lets one process at a time hold the index read-write, and while it does nobody else can
+even read it; there is no busy timeout. The index therefore opens per query or per batch and
+retries with backoff when another process holds the lock. These tests check that readers and
+writers in different processes (and threads in one process) all get their answers, that the
+answers are never stale against what was already written, and that a broken index file is
+rebuilt from the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from helpers import cli, record, tone
+from tts_history import Audio, Version
+from tts_history.index import Filters, Index, IndexBusyError, IndexCorruptError
+from tts_history.index.connection import Database
+
+SAFETY = 60.0  # seconds: only ever a limit against hanging, never a speed requirement
+
+
+def library_root(pm) -> Path:
+    return pm.get_plugin("tts_history.history").library.root
+
+
+# -- (a) a writing process against CLI readers in other processes ---------------------------
+
+WRITER = textwrap.dedent(
+    r'''
+    import json, random, sys, time, uuid
+
+    import numpy as np
+
+    from tts_history import Audio, Generation, get_plugin_manager
+    from tts_history.index import Index
+
+    library, log_path, stop_path = sys.argv[1], sys.argv[2], sys.argv[3]
+    hook = get_plugin_manager(library, entrypoints=False).hook
+    index = Index(library)
+    rng = random.Random()
+    written = 0
+    log = open(log_path, "a")
+
+
+    def note(**entry):
+        log.write(json.dumps({"t": time.monotonic(), **entry}) + "\n")
+        log.flush()
+
+
+    def write(n):
+        global written
+        for _ in range(n):
+            gid = uuid.uuid4().hex
+            samples = (0.3 * np.sin(np.arange(rng.randint(800, 4000)) / 7)).astype(np.float32)
+            hook.tts_history_generation_completed(
+                generation=Generation(id=gid, profile_id=rng.choice(["p1", "p2"]), text=f"take {gid}"),
+                audio=Audio.from_samples(samples, 8000),
+            )
+            written += 1
+        note(written=written)
+
+
+    def sync():
+        before = written  # every sidecar written so far is in the index once sync returns
+        report = index.sync()
+        note(synced=before, errors=report.errors)
+
+
+    write(3)
+    sync()
+    print("ready", flush=True)
+    import os
+    while not os.path.exists(stop_path):
+        write(rng.randint(1, 3))
+        sync()
+    print(json.dumps({"written": written}), flush=True)
+    '''
+)
+
+READ_COMMANDS = {
+    "list": (["list", "--json", "--limit", "5"], lambda out: out["total"]),
+    "stats": (["stats", "--json"], lambda out: out["total_generations"]),
+    "search": (["search", "take", "--json", "--limit", "5"], lambda out: out["total"]),
+    "sql": (["sql", "select count(*) from generations", "--json"], lambda out: [*out[0].values()][0]),
+}
+
+
+def test_cli_readers_and_a_writer_in_other_processes(library, pm, tmp_path):
+    root = library_root(pm)
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    log, stop = tmp_path / "writer.log", tmp_path / "stop"
+    writer = subprocess.Popen(
+        [sys.executable, str(script), str(root), str(log), str(stop)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    results: list[dict] = []  # every reader invocation
+    cycles = [0, 0, 0]
+    failures: list[BaseException] = []
+
+    def reader(number: int) -> None:
+        # reader 0 syncs before every read, reader 1 never does, reader 2 alternates: auto-sync
+        # makes readers write the index too, so the lock is contended both ways
+        try:
+            turn = 0
+            while not stop.exists():
+                for name, (args, _count) in READ_COMMANDS.items():
+                    no_sync = number == 1 or (number == 2 and turn % 2 == 1)
+                    turn += 1
+                    options = ["--library", str(root)] + (["--no-sync"] if no_sync else [])
+                    start = time.monotonic()
+                    result = cli(*options, *args)
+                    results.append(
+                        {
+                            "reader": number,
+                            "command": name,
+                            "no_sync": no_sync,
+                            "start": start,
+                            "returncode": result.returncode,
+                            "stdout": result.stdout,
+                            "stderr": result.stderr,
+                        }
+                    )
+                cycles[number] += 1
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
+
+    try:
+        assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
+        threads = [threading.Thread(target=reader, args=(n,)) for n in range(3)]
+        began = time.monotonic()
+        for thread in threads:
+            thread.start()
+        # run for a few seconds, and until every reader has run every command at least twice
+        while time.monotonic() - began < SAFETY and (
+            time.monotonic() - began < 4.0 or min(cycles) < 2
+        ):
+            if writer.poll() is not None or failures or any(r["returncode"] for r in results):
+                break
+            time.sleep(0.05)
+        stop.touch()
+        for thread in threads:
+            thread.join(SAFETY)
+        out, err = writer.communicate(timeout=SAFETY)
+    finally:
+        stop.touch()
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+
+    assert not failures, failures
+    assert writer.returncode == 0, err
+    written = json.loads(out.strip().splitlines()[-1])["written"]
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    syncs = [e for e in entries if "synced" in e]
+    assert all(e["errors"] == [] for e in syncs)
+    assert len(syncs) > 2
+
+    assert min(cycles) >= 1, cycles  # every reader ran every command (unless one failed first)
+    for r in results:
+        where = f"reader {r['reader']} {r['command']} (no_sync={r['no_sync']})"
+        assert r["returncode"] == 0, f"{where}: exit {r['returncode']}: {r['stderr']}"
+        assert "lock" not in r["stderr"].lower(), f"{where}: {r['stderr']}"
+        assert "traceback" not in r["stderr"].lower(), f"{where}: {r['stderr']}"
+        r["count"] = READ_COMMANDS[r["command"]][1](json.loads(r["stdout"]))
+        # never stale: a reader that syncs sees every sidecar written before it started; one
+        # that does not sees at least what the writer's syncs had put in the index by then
+        key = "synced" if r["no_sync"] else "written"
+        floor = max((e[key] for e in entries if key in e and e["t"] < r["start"]), default=0)
+        assert floor <= r["count"] <= written, f"{where}: saw {r['count']}, expected >= {floor}"
+
+    for number in range(3):  # only adding: what one reader sees never goes down
+        counts = [r["count"] for r in results if r["reader"] == number]
+        assert counts == sorted(counts), f"reader {number} saw the count go down: {counts}"
+
+    result = cli("--library", str(root), "stats", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["total_generations"] == written
+    assert len(list((root / "generations").rglob("*.parquet"))) == written
+
+
+# -- (b) threads of one process sharing one Index -------------------------------------------
+
+
+def test_threads_query_one_index_while_another_syncs(library, pm):
+    root = library_root(pm)
+    index = Index(root)
+    written: list[str] = []
+    synced: list[str] = []  # ids that a finished sync has put in the index
+    done = threading.Event()
+    errors: list[BaseException] = []
+    syncs = [0]
+    queries = [0]
+
+    def guarded(work):
+        def run():
+            try:
+                work()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+                done.set()
+
+        return run
+
+    @guarded
+    def write():
+        for n in range(60):
+            generation = record(pm, text=f"take {n}", profile_id=f"p{n % 3}")
+            if n % 7 == 0:
+                pm.hook.tts_history_version_added(
+                    generation_id=generation.id,
+                    version=Version(id=f"v{n}", label="processed", is_default=True),
+                    audio=Audio.from_samples(tone(0.1), 8000),
+                )
+            if n % 5 == 0:
+                pm.hook.tts_history_favorite_set(generation_id=generation.id, is_favorited=True)
+            written.append(generation.id)
+
+    @guarded
+    def sync():
+        while not done.is_set() or len(synced) < len(written):
+            before = list(written)
+            report = index.sync()
+            assert report.errors == []
+            synced[:] = before
+            syncs[0] += 1
+
+    @guarded
+    def query():
+        rng = random.Random()
+        last_total = 0
+        while not done.is_set():
+            seen = list(synced)
+            listing = index.list(limit=10)
+            assert listing["total"] >= max(last_total, len(seen))
+            last_total = listing["total"]
+            stats = index.stats()
+            assert stats["total_generations"] >= len(seen)
+            if seen:
+                gid = rng.choice(seen)
+                item = index.get(gid)
+                assert item["id"] == gid and item["versions"]
+            queries[0] += 1
+
+    writer = threading.Thread(target=write)
+    syncer = threading.Thread(target=sync)
+    readers = [threading.Thread(target=query) for _ in range(4)]
+    for thread in [writer, syncer, *readers]:
+        thread.start()
+    writer.join(SAFETY)
+    deadline = time.monotonic() + SAFETY  # the syncer must catch up despite the readers
+    while not errors and len(synced) < len(written) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    done.set()
+    for thread in [syncer, *readers]:
+        thread.join(SAFETY)
+
+    assert not errors, errors
+    assert not any(t.is_alive() for t in [writer, syncer, *readers])
+    assert len(written) == 60 and sorted(synced) == sorted(written)
+    assert syncs[0] >= 2 and queries[0] >= 4
+    assert index.stats()["total_generations"] == 60
+    assert index.list(limit=100)["total"] == 60
+
+
+# -- (c) the lock of another process ----------------------------------------------------------
+
+HOLDER = textwrap.dedent(
+    r'''
+    import sys, duckdb
+    con = duckdb.connect(sys.argv[1])  # read-write: nobody else may open the file now
+    con.execute("select count(*) from generations").fetchall()
+    print("locked", flush=True)
+    sys.stdin.readline()  # hold it until told to let go
+    con.close()
+    '''
+)
+
+
+def _holder(tmp_path: Path, index_path: Path) -> subprocess.Popen:
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(index_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.strip() == "locked", proc.stderr.read()
+    return proc
+
+
+def _release(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+    assert proc.wait(timeout=SAFETY) == 0, proc.stderr.read()
+
+
+def test_a_read_waits_for_another_process_and_a_short_deadline_fails_naming_the_index(
+    library, pm, tmp_path
+):
+    root = library_root(pm)
+    for n in range(3):
+        record(pm, text=f"take {n}")
+    index = Index(root)
+    index.sync()
+    holder = _holder(tmp_path, index.path)
+    try:
+        # the lock is really held: DuckDB itself refuses even a read-only open
+        with pytest.raises(duckdb.Error, match="(?i)lock"):
+            duckdb.connect(str(index.path), read_only=True)
+
+        db = Database.for_path(index.path)
+        with pytest.raises(IndexBusyError) as busy:
+            with db.read(timeout=0.1):
+                pass
+        assert str(index.path) in str(busy.value)
+        with pytest.raises(IndexBusyError) as busy:
+            with db.write(timeout=0.1):
+                pass
+        assert str(index.path) in str(busy.value)
+
+        answers: list = []
+        waiting = threading.Thread(target=lambda: answers.append(Index(root).stats()))
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive() and not answers, "a read got through a lock held elsewhere"
+    finally:
+        _release(holder)
+    waiting.join(SAFETY)
+    assert answers and answers[0]["total_generations"] == 3
+
+
+def test_cli_waits_for_another_process_and_answers(library, pm, tmp_path):
+    root = library_root(pm)
+    for n in range(4):
+        record(pm, text=f"take {n}")
+    Index(root).sync()
+    index_path = Index(root).path
+    holder = _holder(tmp_path, index_path)
+    readers = []
+    try:
+        for options in ([], ["--no-sync"]):  # auto-sync must wait to write, --no-sync to read
+            readers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tts_history", "--library", str(root), *options,
+                     "list", "--json"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        time.sleep(1.0)  # let them run into the lock
+        assert all(r.poll() is None for r in readers), "a reader finished while the lock was held"
+    finally:
+        _release(holder)
+    for reader in readers:
+        out, err = reader.communicate(timeout=SAFETY)
+        assert reader.returncode == 0, err
+        assert "lock" not in err.lower()
+        assert json.loads(out)["total"] == 4
+
+
+# -- (d) a corrupted index is rebuilt from the folder -----------------------------------------
+
+
+def _answers(index: Index, ids: list[str]) -> dict:
+    return {
+        "list": index.list(limit=100),
+        "favorites": index.list(Filters(favorites=True), limit=100),
+        "search": index.list(Filters(search="take", profile_id="p1"), limit=100),
+        "stats": index.stats(),
+        "get": {gid: index.get(gid) for gid in ids},
+        "sql": index.sql("select id, profile_id, is_favorited, duration from generations order by id"),
+        "versions": index.sql("select generation_id, id, is_default from versions order by 1, 2"),
+    }
+
+
+def _populate(pm) -> list[str]:
+    ids = []
+    for n in range(12):
+        generation = record(pm, text=f"take {n}", profile_id=f"p{n % 2}", seconds=0.1 + n / 50)
+        if n % 3 == 0:
+            pm.hook.tts_history_version_added(
+                generation_id=generation.id,
+                version=Version(id=f"v{n}", label="louder", is_default=n % 2 == 0),
+                audio=Audio.from_samples(tone(0.2), 8000),
+            )
+        if n % 4 == 0:
+            pm.hook.tts_history_favorite_set(generation_id=generation.id, is_favorited=True)
+        ids.append(generation.id)
+    return ids
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(os.urandom(path.stat().st_size))
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _garbage_header(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(os.urandom(8192) + data[8192:])
+
+
+def _truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+CORRUPTIONS = {
+    "garbage": _garbage,
+    "empty": _empty,
+    "garbage header": _garbage_header,
+    "truncated": _truncated,
+}
+
+
+@pytest.mark.parametrize("corrupt", list(CORRUPTIONS))
+def test_corrupted_index_is_rebuilt_by_the_next_sync(corrupt, library, pm):
+    root = library_root(pm)
+    ids = _populate(pm)
+    index = Index(root)
+    assert index.sync().added == 12
+    before = _answers(index, ids)
+    assert before["stats"]["total_generations"] == 12 and before["favorites"]["total"] == 3
+
+    CORRUPTIONS[corrupt](index.path)
+
+    rebuilt = Index(root)
+    report = rebuilt.sync()
+    assert report.errors == [] and report.added == 12  # rebuilt from the folder
+    assert _answers(rebuilt, ids) == before
+    assert _answers(Index(root), ids) == before  # and stays good
+
+
+@pytest.mark.parametrize("corrupt", ["garbage", "truncated"])
+def test_corrupted_index_is_rebuilt_by_the_next_cli_list(corrupt, library, pm):
+    root = library_root(pm)
+    _populate(pm)
+
+    def run(*args):
+        result = cli("--library", str(root), *args)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    listing, stats = run("list", "--json", "--limit", "100"), run("stats", "--json")
+    assert listing["total"] == 12
+    CORRUPTIONS[corrupt](Index(root).path)
+    assert run("list", "--json", "--limit", "100") == listing
+    assert run("stats", "--json") == stats
+
+
+def test_a_corrupt_block_is_reported_as_corrupt_not_as_locked(library, pm):
+    """A checksum failure names a 'block'; it is not another process's lock, and waiting for
+    it to go away cannot help."""
+    root = library_root(pm)
+    _populate(pm)
+    index = Index(root)
+    index.sync()
+    data = index.path.read_bytes()
+    # keep DuckDB's file headers, break the blocks behind them
+    index.path.write_bytes(data[:12288] + os.urandom(len(data) - 12288))
+    with pytest.raises(duckdb.Error, match="(?i)corrupt|checksum"):
+        duckdb.connect(str(index.path), read_only=True)
+
+    with pytest.raises(IndexCorruptError):
+        with Database.for_path(index.path).read(timeout=0.5):
+            pass
