@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .connection import Database
 from .text import normalize
 
 BATCH = 2000
+RACY_NS = 3_000_000_000  # a clock or file system may be this coarse
 _WORKERS = min(8, 2 * (os.cpu_count() or 1))
 
 
@@ -178,7 +180,7 @@ DELETE FROM generation_rows WHERE sidecar_path IN (SELECT path FROM batch_files)
 DELETE FROM version_rows WHERE sidecar_path IN (SELECT path FROM batch_files);
 DELETE FROM profiles WHERE sidecar_path IN (SELECT path FROM batch_files);
 DELETE FROM files WHERE path IN (SELECT path FROM batch_files);
-INSERT INTO files SELECT path, kind, size, mtime_ns, error FROM batch_files WHERE present;
+INSERT INTO files SELECT path, kind, size, mtime_ns, checked_ns, error FROM batch_files WHERE present;
 INSERT INTO generation_rows BY NAME
     SELECT g.* EXCLUDE (schema_version, versions), false AS shadowed, f.size AS sidecar_bytes,
            NULL AS audio_present
@@ -249,6 +251,7 @@ def sync(
     ``within`` limits the work to these relative paths (files or folders, present or gone);
     ``progress(done, total)`` is called as sidecars are read.
     """
+    checked_ns = time.time_ns()
     found = scan(library, within)
     with db.read() as con:
         con.register("scan", found)
@@ -264,7 +267,14 @@ def sync(
                 " WHERE f.path IN (SELECT p FROM named)"
                 " OR EXISTS (SELECT 1 FROM folders d WHERE starts_with(f.path, d.p))"
             )
-        condition = "true" if full else "f.path IS NULL OR f.size <> s.size OR f.mtime_ns <> s.mtime_ns"
+        # Size and mtime alone are not trusted: a sync tool can replace a file with one of the
+        # same size and reset the mtime, and coarse clocks (FAT, network drives) repeat it.
+        # So a file whose mtime was within RACY_NS of the scan that recorded it is read again
+        # (and counted as updated only if its updated_at differs), as git does with its index.
+        condition = "true" if full else (
+            "f.path IS NULL OR f.size <> s.size OR f.mtime_ns <> s.mtime_ns "
+            f"OR s.mtime_ns >= f.checked_ns - {RACY_NS}"
+        )
         changed = con.execute(
             f"SELECT s.path, s.kind, f.path IS NOT NULL, f.error IS NOT NULL "
             f"FROM scan s LEFT JOIN files f ON f.path = s.path WHERE {condition} ORDER BY s.path"
@@ -273,6 +283,8 @@ def sync(
         known_updated = dict(
             con.execute(
                 "SELECT sidecar_path, updated_at FROM generation_rows "
+                "WHERE sidecar_path IN (SELECT path FROM scan) "
+                "UNION ALL SELECT sidecar_path, updated_at FROM profiles "
                 "WHERE sidecar_path IN (SELECT path FROM scan)"
             ).fetchall()
         ) if changed else {}
@@ -299,25 +311,29 @@ def sync(
             tables, errors = _load(library, pool, [p for p, *_ in part], [k for _, k, *_ in part])
             report.errors.extend(errors)
             failed = dict(errors)
-            updated_at = dict(
-                zip(
-                    tables["generation"].column("sidecar_path").to_pylist(),
-                    tables["generation"].column("updated_at").to_pylist(),
+            updated_at = {
+                path: when
+                for table in tables.values()
+                for path, when in zip(
+                    table.column("sidecar_path").to_pylist(), table.column("updated_at").to_pylist()
                 )
-            )
+            }
             for path, kind, was_known, had_error in part:
                 if path in failed:
                     continue
                 if not was_known:
                     report.added += 1
-                elif had_error or kind == "profile" or known_updated.get(path) != updated_at.get(path):
+                elif had_error or known_updated.get(path) != updated_at.get(path):
                     report.updated += 1
                 else:
                     report.unchanged += 1
-            rows = [(path, kind, *stats[path], failed.get(path), True) for path, kind, *_ in part]
+            rows = [
+                (path, kind, *stats[path], checked_ns, failed.get(path), True)
+                for path, kind, *_ in part
+            ]
             if first:  # removals and audio changes go with the first batch
-                rows += [(path, kind, 0, 0, None, False) for path, kind in removed]
-                rows += [(path, kinds[path], *stats[path], None, True) for path in others]
+                rows += [(path, kind, 0, 0, 0, None, False) for path, kind in removed]
+                rows += [(path, kinds[path], *stats[path], checked_ns, None, True) for path in others]
                 first = False
             _apply(db, rows, tables)
             done += len(part)
@@ -334,8 +350,9 @@ def _apply(db: Database, rows: Iterable[tuple], tables: dict[str, pa.Table]) -> 
             "kind": pa.array([r[1] for r in rows], pa.string()),
             "size": pa.array([r[2] for r in rows], pa.int64()),
             "mtime_ns": pa.array([r[3] for r in rows], pa.int64()),
-            "error": pa.array([r[4] for r in rows], pa.string()),
-            "present": pa.array([r[5] for r in rows], pa.bool_()),
+            "checked_ns": pa.array([r[4] for r in rows], pa.int64()),
+            "error": pa.array([r[5] for r in rows], pa.string()),
+            "present": pa.array([r[6] for r in rows], pa.bool_()),
         }
     )
     with db.write() as con:
