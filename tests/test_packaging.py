@@ -4,6 +4,7 @@ installable both normally and in editable mode into a fresh virtual environment.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,9 +24,22 @@ def run(*args, **kwargs) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def source(tmp_path_factory) -> Path:
+    """The committed tree alone (as a fresh clone has it), so builds leave nothing in ROOT and
+    a file that was never committed cannot make the test pass."""
+    out = tmp_path_factory.mktemp("source")
+    tracked = run("git", "-C", str(ROOT), "ls-files", "-z").stdout.split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory, source) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT))
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source))
     (built,) = out.glob("tts_history-*.whl")
     return built
 
@@ -60,9 +74,9 @@ IMPORTS = (
 
 
 @pytest.mark.parametrize("editable", [False, True], ids=["install", "editable"])
-def test_installs_into_a_fresh_venv(tmp_path, editable):
+def test_installs_into_a_fresh_venv(tmp_path, source, editable):
     python = fresh_venv(tmp_path / "venv")
-    target = ["-e", str(ROOT)] if editable else [str(ROOT)]
+    target = ["-e", str(source)] if editable else [str(source)]
     run(str(python), "-m", "pip", "install", "-q", "--no-deps", *target)
     # run from elsewhere, so the source tree is not what gets imported by accident
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
