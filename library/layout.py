@@ -7,6 +7,7 @@ reads it) take every path from here, so the two never disagree about the layout.
 from __future__ import annotations
 
 import json
+from importlib import resources
 import re
 import uuid
 from dataclasses import dataclass
@@ -147,5 +148,9 @@ def open_library(root: str | Path, *, create: bool = False) -> Library:
             atomic_write_bytes(root / MARKER, json.dumps(marker, indent=2).encode(), replace=False)
         except FileExistsError:
             pass
+        stignore = root / ".stignore"
+        if not stignore.exists():  # for Syncthing users; any other tool ignores it
+            template = resources.files(__package__).joinpath("stignore").read_bytes()
+            atomic_write_bytes(stignore, template)
     read_marker(root)
     return Library(root)

@@ -51,6 +51,7 @@ def test_wheel_holds_only_the_tts_history_package(wheel):
     for sub in ("hooks", "plugin", "index", "library", "cli", "host"):
         assert f"tts_history/{sub}/__init__.py" in names
     assert not any(name.startswith("tts_history/tests/") for name in names)
+    assert "tts_history/library/stignore" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "tts-history = tts_history.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
