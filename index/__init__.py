@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,7 @@ import duckdb
 from ..library import Library, open_library
 from ..library.locations import library_path, machine_dir
 from . import queries, tables
-from .connection import Database, IndexBusyError, IndexCorruptError
+from .connection import Database, IndexBusyError, IndexCorruptError, is_lock_error
 from .queries import Filters, NotFoundError, QueryError
 from .sync import SyncReport, sync
 
@@ -61,6 +60,10 @@ class Index:
                     self._ready = self._matches(con)
             except IndexCorruptError:
                 self._delete_files()
+            except duckdb.Error as exc:  # opens, but cannot be read: truncated or damaged
+                if is_lock_error(exc):
+                    raise
+                self._delete_files()
         if not self._ready:
             with self.db.write() as con:
                 if not self._matches(con):
@@ -88,7 +91,16 @@ class Index:
         """Apply the difference between the folder and the index (``full``: re-read every
         sidecar; ``within``: only these relative paths, files or folders)."""
         self._ensure()
-        return sync(self.library, self.db, full=full, within=within, progress=progress)
+        try:
+            return sync(self.library, self.db, full=full, within=within, progress=progress)
+        except (IndexCorruptError, duckdb.Error) as exc:
+            if isinstance(exc, duckdb.Error) and is_lock_error(exc):
+                raise
+            # damaged since it was opened: it is a cache, so rebuild it from the folder
+            self._delete_files()
+            self._ready = False
+            self._ensure()
+            return sync(self.library, self.db, full=False, within=None, progress=progress)
 
     def rebuild(self, *, progress: Callable[[int, int], None] | None = None) -> SyncReport:
         """Throw the index away and build it again from the folder."""
@@ -136,18 +148,20 @@ class Index:
         with self.reading() as con:
             return queries.read_only_sql(con, query)
 
-    def generation_ids(
-        self,
-        *,
-        profile_id: str | None = None,
-        status: str | None = None,
-        before: datetime | None = None,
-        keep_favorites: bool = False,
-    ) -> list[str]:
+    def generation_ids(self, filters: Filters = Filters(), *, keep_favorites: bool = False) -> list[str]:
+        """Ids of every generation matching ``filters``, oldest first."""
         with self.reading() as con:
-            return queries.generation_ids(
-                con, profile_id=profile_id, status=status, before=before, keep_favorites=keep_favorites
-            )
+            return [i for i, _ in queries.generation_ids(con, filters, keep_favorites=keep_favorites)]
+
+    def sidecars(self, filters: Filters = Filters(), ids: list[str] | None = None) -> dict[str, Path]:
+        """Absolute sidecar paths by id: of ``ids`` (those the index knows), or of every
+        generation matching ``filters``, oldest first."""
+        with self.reading() as con:
+            if ids is None:
+                found = dict(queries.generation_ids(con, filters))
+            else:
+                found = queries.sidecars_of(con, ids)
+        return {i: self.library.absolute(p) for i, p in found.items()}
 
     def unreadable(self) -> list[dict[str, str]]:
         """Sidecars that could not be read: path and reason (retried when they change)."""

@@ -32,8 +32,10 @@ class IndexCorruptError(RuntimeError):
     """The index file cannot be opened as a DuckDB database (it is a cache: rebuild it)."""
 
 
-def _is_lock_error(exc: Exception) -> bool:
-    return "lock" in str(exc).lower()
+def is_lock_error(exc: Exception) -> bool:
+    # DuckDB's words for another process's lock ("block" in a checksum error is no lock)
+    message = str(exc)
+    return "Could not set lock" in message or "Conflicting lock" in message
 
 
 def open_with_retry(path: Path, *, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
@@ -43,7 +45,7 @@ def open_with_retry(path: Path, *, read_only: bool, timeout: float) -> duckdb.Du
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
-            if not _is_lock_error(exc):
+            if not is_lock_error(exc):
                 raise IndexCorruptError(f"index {path} cannot be opened: {exc}") from exc
             if time.monotonic() >= deadline:
                 raise IndexBusyError(

@@ -255,7 +255,8 @@ def _counts(con: duckdb.DuckDBPyConnection, column: str) -> dict[str, int]:
 def stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """The seed's statistics, plus counts by engine, language and status and bytes on disk."""
     total, duration, favorites = con.execute(
-        "SELECT count(*), coalesce(sum(duration), 0), count(*) FILTER (is_favorited) FROM generations"
+        # fsum: a plain sum of doubles depends on row order, and a rebuilt index must answer the same
+        "SELECT count(*), coalesce(fsum(duration), 0), count(*) FILTER (is_favorited) FROM generations"
     ).fetchone()
     by_kind = dict(con.execute("SELECT kind, sum(size) FROM files GROUP BY kind").fetchall())
     audio_bytes = int(by_kind.get("audio") or 0)
@@ -275,23 +276,28 @@ def stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 
 def generation_ids(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    profile_id: str | None = None,
-    status: str | None = None,
-    before: datetime | None = None,
-    keep_favorites: bool = False,
-) -> list[str]:
-    """Ids matching every condition given (for cleanup), oldest first."""
-    where, params = Filters(profile_id=profile_id, status=status, until=before).sql()
+    con: duckdb.DuckDBPyConnection, filters: Filters = Filters(), *, keep_favorites: bool = False
+) -> list[tuple[str, str]]:
+    """(id, sidecar path) of every generation matching ``filters``, oldest first."""
+    where, params = filters.sql()
     if keep_favorites:
         where += " AND NOT g.is_favorited"
-    return [
-        row[0]
-        for row in con.execute(
-            f"SELECT g.id FROM generations g WHERE {where} ORDER BY g.created_at, g.id", params
+    return con.execute(
+        f"SELECT g.id, g.sidecar_path FROM generation_rows g WHERE NOT g.shadowed AND {where} "
+        "ORDER BY g.created_at, g.id",
+        params,
+    ).fetchall()
+
+
+def sidecars_of(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, str]:
+    """The sidecar path of each of these ids that the index knows."""
+    return dict(
+        con.execute(
+            "SELECT id, sidecar_path FROM generation_rows WHERE NOT shadowed AND id IN "
+            "(SELECT unnest(?::VARCHAR[]))",
+            [ids],
         ).fetchall()
-    ]
+    )
 
 
 def read_only_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list[tuple]]:

@@ -176,14 +176,15 @@ class Checker:
         for folder, _dirs, names in os.walk(self.root):
             for name in names:
                 path = Path(folder) / name
+                inside = path.is_relative_to(self.root / "generations")
                 if name.endswith((".parquet", ".wav")):
                     assert not name.startswith("."), f"{where}: hidden file with a visible suffix: {path}"
+                    assert inside, f"{where}: {path} outside generations/"
                     (sidecars if name.endswith(".parquet") else wavs).append(path)
                 elif name.startswith(".") and name.endswith(".tmp"):
                     temps += 1
-                else:
-                    assert path == self.root / "library.json", f"{where}: unexpected file {path}"
-        assert all(p.is_relative_to(self.root / "generations") for p in sidecars + wavs), where
+                else:  # the library's own files (marker, sync-tool settings) live at the top
+                    assert not inside, f"{where}: unexpected file {path}"
 
         for wav in wavs:  # every wav, named or not, is whole
             key = self._key(wav)
@@ -374,6 +375,7 @@ def snapshot(root: Path) -> dict[str, str]:
 def test_bad_audio_raises_and_leaves_nothing_behind(case, library, pm, tmp_path):
     make, words = BAD_AUDIO[case]
     root = pm.get_plugin("tts_history.history").library.root
+    fresh = snapshot(root)  # the marker and whatever else a new library holds
 
     # into an empty library: nothing at all may appear (no sidecar, no audio, no temp file)
     with pytest.raises(InvalidAudioError) as raised:
@@ -382,7 +384,10 @@ def test_bad_audio_raises_and_leaves_nothing_behind(case, library, pm, tmp_path)
         )
     for word in words:
         assert word in str(raised.value), f"{raised.value!r} does not name {word!r}"
-    assert snapshot(root) == {"library.json": sha256(root / "library.json")}
+    assert snapshot(root) == fresh
+    assert not (root / "generations").exists() or not any(
+        p.is_file() for p in (root / "generations").rglob("*")
+    )
 
     # beside a recorded generation: its sidecar and audio stay exactly as they were
     kept = record(pm, id="kept")
