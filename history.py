@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from .hooks import get_plugin_manager
 from .index import Filters, Index, NotFoundError, SyncReport
 from .index.watch import watcher_running
+from .library.atomic import atomic_write
 from .plugin import HistoryPlugin
+
+if TYPE_CHECKING:
+    from .archive import ImportReport, Limits
 
 
 class History:
@@ -144,6 +149,73 @@ class History:
         self.index.sync()
         return done
 
+    # -- archives --------------------------------------------------------------------------
+
+    def export(
+        self,
+        out: str | Path,
+        generation_ids: Iterable[str] | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        **filters: Any,
+    ) -> dict[str, Any]:
+        """Export generations (these ids, or every one matching the list filters) into the ZIP
+        archive ``out``. Returns a summary."""
+        from .archive import export_archive
+
+        index = self._fresh()
+        if generation_ids is not None:
+            ids = list(dict.fromkeys(generation_ids))
+            found = index.sidecars(ids=ids)
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise NotFoundError(f"generation(s) not found: {', '.join(missing)}")
+            sidecars = [found[i] for i in ids]
+        else:
+            sidecars = list(index.sidecars(Filters(**filters)).values())
+        return export_archive(self.library, sidecars, Path(out), progress=progress)
+
+    def export_audio(self, generation_id: str, out: str | Path, version_id: str | None = None) -> Path:
+        """Copy the active version's audio (or ``version_id``'s) to ``out``, a file or a folder."""
+        item = self.get(generation_id)
+        wanted = version_id or item["active_version_id"]
+        version = next((v for v in item["versions"] if v["id"] == wanted), None)
+        if version is None:
+            raise NotFoundError(f"generation {generation_id!r} has no version {wanted!r}")
+        source = Path(version["audio_path"])
+        out = Path(out)
+        target = out / f"{generation_id}{source.suffix}" if out.is_dir() else out
+        with open(source, "rb") as src:
+            atomic_write(target, lambda dst: shutil.copyfileobj(src, dst))
+        return target
+
+    def import_archives(
+        self,
+        paths: Iterable[str | Path],
+        *,
+        as_new: bool = False,
+        limits: Limits | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImportReport:
+        """Import tts-history or voicebox archives; see :mod:`tts_history.archive.importer`."""
+        from .archive import Limits, import_archives
+
+        report = import_archives(
+            self.plugin, self.index, paths, as_new=as_new, limits=limits or Limits(), progress=progress
+        )
+        self.index.sync()
+        return report
+
+    def import_voicebox(
+        self, data_dir: str | Path, *, progress: Callable[[int, int], None] | None = None
+    ) -> ImportReport:
+        """Migrate a voicebox data directory (its database and audio are only read)."""
+        from .archive import import_voicebox_dir
+
+        report = import_voicebox_dir(self.plugin, self.index, data_dir, progress=progress)
+        self.index.sync()
+        return report
+
     def cleanup(
         self,
         *,
@@ -165,9 +237,7 @@ class History:
         if older_than_days is not None:
             before = datetime.now(timezone.utc) - timedelta(days=older_than_days)
         ids = self._fresh().generation_ids(
-            profile_id=profile_id,
-            status="failed" if failed else None,
-            before=before,
+            Filters(profile_id=profile_id, status="failed" if failed else None, until=before),
             keep_favorites=keep_favorites,
         )
         if dry_run:

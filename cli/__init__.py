@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ..archive import ArchiveError
 from ..hooks.types import InvalidValueError
 from ..index import INDEX_ENV, IndexBusyError, NotFoundError, QueryError
 from ..library import LibraryError, open_library
@@ -19,6 +20,7 @@ from ..plugin import InvalidAudioError
 
 # errors a person can act on: shown as one line, never as a traceback
 _EXPECTED = (
+    ArchiveError,
     LibraryError,
     InvalidValueError,
     InvalidAudioError,
@@ -94,4 +96,4 @@ def main(ctx: click.Context, library: Path | None, index: Path | None, no_sync: 
     ctx.obj = Context(library, index, auto_sync=not no_sync)
 
 
-from . import commands, demo  # noqa: E402,F401  (registers the commands on main)
+from . import archive, commands, demo  # noqa: E402,F401  (registers the commands on main)

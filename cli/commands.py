@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -41,23 +42,25 @@ def filter_options(func: Callable) -> Callable:
     return func
 
 
-def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A progress bar on stderr that appears only for large runs."""
-    state: dict[str, Any] = {}
+@contextmanager
+def progress_bar(label: str, threshold: int = 100) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing a bar on stderr, for runs of ``threshold``
+    items or more and only on a terminal: scripts' output stays clean."""
+    state: dict[str, Any] = {"done": 0}
 
     def update(done: int, total: int) -> None:
-        if "bar" not in state and total >= 1000 and sys.stderr.isatty():
-            state["bar"] = click.progressbar(length=total, label="Reading sidecars", file=sys.stderr)
+        if "bar" not in state and total >= threshold and sys.stderr.isatty():
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
             state["bar"].__enter__()
         if "bar" in state:
-            state["bar"].update(done - state.get("done", 0))
-            state["done"] = done
+            state["bar"].update(done - state["done"])
+        state["done"] = done
 
-    def close() -> None:
+    try:
+        yield update
+    finally:
         if "bar" in state:
             state["bar"].__exit__(None, None, None)
-
-    return update, close
 
 
 def _listing(ctx: Context, search: str | None, as_json: bool, limit: int, offset: int, cursor, **filters):
@@ -130,11 +133,8 @@ def info(ctx: Context, as_json: bool) -> None:
 def sync(ctx: Context, full: bool, rebuild: bool, as_json: bool) -> None:
     """Bring the index in step with the library folder."""
     index = ctx.history().index
-    update, close = _progress()
-    try:
+    with progress_bar("Reading sidecars", threshold=1000) as update:
         report = index.rebuild(progress=update) if rebuild else index.sync(full=full, progress=update)
-    finally:
-        close()
     if as_json:
         echo_json(report.as_dict())
     else:

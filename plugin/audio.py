@@ -10,6 +10,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -61,18 +62,24 @@ def prepare(audio: Audio, final: Path) -> PreparedAudio:
 def _from_file(source: Path, final: Path) -> PreparedAudio:
     if not source.is_file():
         raise InvalidAudioError(f"audio file {source} does not exist or is not a file")
+    with open(source, "rb") as stream:
+        return from_stream(stream, final, str(source))
+
+
+def from_stream(stream: BinaryIO, final: Path, name: str) -> PreparedAudio:
+    """Copy audio from an open binary stream (a file, an archive entry) as it is, byte for byte;
+    ``name`` names the source in errors."""
     digest = hashlib.sha256()
 
-    def copy(out) -> None:
-        with open(source, "rb") as src:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
+    def copy(out: BinaryIO) -> None:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
 
     tmp = write_temp(final, copy)
     try:
         # decoded from our own copy: what is checked is exactly what is stored
-        info = _decode(tmp, str(source))
+        info = _decode(tmp, name)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, ContextManager
 
 import pluggy
 
@@ -153,11 +153,11 @@ class HistoryPlugin:
         with self.store.transaction():
             self.store.remove_profile(profile_id)
         self._profile_names.pop(profile_id, None)
-        from ..index import Index  # the index answers "which generations" without a full scan
+        from ..index import Filters, Index  # the index answers "which generations" without a scan
 
         index = Index(self.library)
         index.sync()
-        self.remove_generations(index.generation_ids(profile_id=profile_id))
+        self.remove_generations(index.generation_ids(Filters(profile_id=profile_id)))
 
     # -- for the query side (History) -----------------------------------------------------
 
@@ -212,6 +212,53 @@ class HistoryPlugin:
             if original is None or candidate["updated_at"] > original["updated_at"]:
                 self.store.write_profile(candidate)
             copy.unlink()
+
+    def import_record(
+        self,
+        record: dict[str, Any],
+        open_audio: Callable[[dict[str, Any]], ContextManager[BinaryIO]],
+    ) -> dict[str, Any]:
+        """Write a complete record that came from elsewhere (an archive, another app), under
+        its own ``id``: each version's audio from ``open_audio(version)``, copied byte for byte
+        and checked against the version's ``audio_sha256`` when it has one, then the sidecar.
+        All of it or nothing: on any error, what was written is removed."""
+        check_id(record["id"], "id")
+        check_id(record["profile_id"], "profile_id")
+        for version in record["versions"]:
+            check_id(version["id"], "version id")
+        written: list[Path] = []
+        with self.store.transaction():
+            if self.store.sidecar_of(record["id"]) is not None:
+                raise InvalidValueError(f"generation {record['id']!r} is already recorded")
+            try:
+                for version in record["versions"]:
+                    final = self.library.audio_path(
+                        record["id"], record["created_at"], version["id"], ".wav"
+                    )
+                    with open_audio(version) as stream:
+                        prepared = audio_io.from_stream(stream, final, version["audio_path"])
+                    written.append(prepared.tmp)
+                    expected = version.get("audio_sha256")
+                    if expected is not None and prepared.audio_sha256 != expected:
+                        raise audio_io.InvalidAudioError(
+                            f"audio {version['audio_path']} changed while it was imported"
+                        )
+                    final = final.with_suffix(prepared.suffix)
+                    prepared.commit(final)
+                    written.append(final)
+                    version.update(audio_path=self.library.relative(final), **prepared.facts())
+                if record["versions"]:
+                    _activate(record, record["active_version_id"] or record["versions"][0]["id"])
+                else:
+                    record.update({name: None for name in _AUDIO_FIELDS})
+                path = self.store.write(record)
+            except BaseException:
+                for file in written:
+                    file.unlink(missing_ok=True)
+                raise
+        if self.hook is not None:
+            call_each(self.hook.tts_history_generation_recorded, generation=record, sidecar_path=path)
+        return record
 
     def is_protected(self, record: Mapping[str, Any]) -> bool:
         if self.hook is None:

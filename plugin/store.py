@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..library import Library, schema
+from ..library import Library, SidecarError, schema
 from ..library.atomic import fsync_dir
 from ..library.locations import machine_dir
 from ..library.lock import locked
@@ -98,6 +98,16 @@ class Store:
     def read_profile(self, profile_id: str) -> dict[str, Any] | None:
         path = self.library.profile_path(profile_id)
         return schema.read_profile(path) if path.exists() else None
+
+    def profiles(self) -> list[dict[str, Any]]:
+        """Every profile record (a library has few; unreadable ones are left out)."""
+        found = []
+        for path in sorted(self.library.profiles.glob("*.parquet")):
+            try:
+                found.append(schema.read_profile(path))
+            except SidecarError:
+                continue
+        return found
 
     def remove_profile(self, profile_id: str) -> bool:
         path = self.library.profile_path(profile_id)

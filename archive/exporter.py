@@ -1,0 +1,112 @@
+"""Writing archives: streamed, so memory stays flat whatever their size, and atomic, so a
+failed export leaves no partial file behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import zipfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..library import Library, schema
+from ..library.atomic import commit_temp, temp_path
+from .format import AUDIO_DIR, FORMAT_NAME, FORMAT_VERSION, MANIFEST, ArchiveError, iso
+
+_CHUNK = 1 << 20
+
+
+def _times(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: iso(v) if isinstance(v, datetime) else v for k, v in record.items()}
+
+
+def _zip_time(when: datetime) -> tuple[int, int, int, int, int, int]:
+    when = max(when.astimezone(timezone.utc), datetime(1980, 1, 1, tzinfo=timezone.utc))
+    return when.timetuple()[:6]
+
+
+def _add_audio(zf: zipfile.ZipFile, source: Path, entry: str, version: dict[str, Any], when: datetime) -> None:
+    info = zipfile.ZipInfo(entry, date_time=_zip_time(when))
+    info.compress_type = zipfile.ZIP_STORED  # audio does not deflate; stored streams at disk speed
+    digest = hashlib.sha256()
+    try:
+        with open(source, "rb") as src, zf.open(info, "w", force_zip64=version["audio_bytes"] > 2**31) as dst:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                dst.write(chunk)
+    except FileNotFoundError:
+        raise ArchiveError(f"audio {source} is missing: the generation cannot be exported") from None
+    if digest.hexdigest() != version["audio_sha256"]:
+        raise ArchiveError(f"audio {source} differs from what its sidecar records (sha256)")
+
+
+def export_archive(
+    library: Library,
+    sidecars: list[Path],
+    out: Path,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Export the generations of these sidecars into ``out``. Returns a summary."""
+    tmp = temp_path(out)
+    audio_bytes = 0
+    try:
+        with zipfile.ZipFile(tmp, "x", allowZip64=True) as zf, tempfile.TemporaryFile() as parts:
+            for done, sidecar in enumerate(sidecars, 1):
+                record = schema.read_generation(sidecar)
+                for version in record["versions"]:
+                    suffix = Path(version["audio_path"]).suffix
+                    entry = f"{AUDIO_DIR}/{record['id']}/{version['id']}{suffix}"
+                    _add_audio(zf, library.absolute(version["audio_path"]), entry, version, record["created_at"])
+                    audio_bytes += version["audio_bytes"]
+                    if version["id"] == record["active_version_id"]:
+                        record["audio_path"] = entry
+                    version["audio_path"] = entry
+                    version["effects_chain"] = (
+                        None if version["effects_chain"] is None else json.loads(version["effects_chain"])
+                    )
+                profile_path = library.profile_path(record["profile_id"])
+                profile = schema.read_profile(profile_path) if profile_path.exists() else None
+                if profile is not None:
+                    profile["extra"] = json.loads(profile["extra"] or "{}")
+                entry = {
+                    **_times(record),
+                    "versions": [_times(v) for v in record["versions"]],
+                    "profile": None if profile is None else _times(profile),
+                }
+                parts.write(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
+                if progress is not None:
+                    progress(done, len(sidecars))
+            header = {
+                "format": FORMAT_NAME,
+                "version": FORMAT_VERSION,
+                "tool": "tts-history",
+                "tool_version": _tool_version(),
+                "exported_at": iso(schema.now()),
+                "library_id": library.library_id(),
+            }
+            info = zipfile.ZipInfo(MANIFEST, _zip_time(schema.now()))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w") as manifest:
+                # written as it is read back, one generation a line, never all in memory
+                manifest.write(json.dumps(header, indent=2, ensure_ascii=False)[:-2].encode())
+                manifest.write(b',\n  "generations": [\n')
+                parts.seek(0)
+                for i, line in enumerate(parts):
+                    manifest.write((b",\n" if i else b"") + b"    " + line.rstrip(b"\n"))
+                manifest.write(b"\n  ]\n}\n")
+        commit_temp(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"archive": str(out), "generations": len(sidecars), "audio_bytes": audio_bytes,
+            "archive_bytes": out.stat().st_size}
+
+
+def _tool_version() -> str:
+    from .. import __version__
+
+    return __version__
