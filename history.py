@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ import pluggy
 from .hooks import get_plugin_manager
 from .index import Filters, Index, NotFoundError, SyncReport
 from .index.watch import watcher_running
-from .library.atomic import atomic_write
+from .library.atomic import atomic_write, stale_temp_files
 from .plugin import HistoryPlugin
 
 if TYPE_CHECKING:
@@ -246,3 +247,17 @@ class History:
         removed, kept = self.plugin.remove_generations(ids)
         self.index.sync()
         return {"removed": removed, "kept": kept}
+
+    def remove_orphans(self, *, older_than_hours: float = 1.0, dry_run: bool = False) -> list[str]:
+        """Remove what interrupted writers leave behind: temp files, and audio files no sidecar
+        names. Only files older than ``older_than_hours``, so nothing a writer is still working
+        on is touched, and no audio in a folder that holds an unreadable sidecar (it might be
+        that sidecar's). Returns their paths."""
+        cutoff_ns = time.time_ns() - int(older_than_hours * 3600e9)
+        found = [str(p) for p in stale_temp_files(self.library.root, cutoff_ns)]
+        found += [str(p) for p in self._fresh().orphan_audio(cutoff_ns)]
+        if not dry_run:
+            for path in found:
+                Path(path).unlink(missing_ok=True)
+            self.index.sync()
+        return found

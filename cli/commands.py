@@ -249,6 +249,9 @@ def favorite(ctx: Context, generation_id: str, value: bool | None, as_json: bool
 @click.option("--profile-id", help="Generations of this profile.")
 @click.option("--older-than", type=click.FloatRange(min=0), help="Generations older than DAYS.")
 @click.option("--include-favorites", is_flag=True, help="Remove favorites too (kept by default).")
+@click.option("--orphans", is_flag=True,
+              help="Also remove temp files and audio no sidecar names, left by interrupted writers "
+                   "(only those older than an hour).")
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @json_option
 @pass_ctx
@@ -258,24 +261,33 @@ def cleanup(
     profile_id: str | None,
     older_than: float | None,
     include_favorites: bool,
+    orphans: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
     """Remove generations in bulk. Conditions combine; protected generations are kept."""
-    if not (failed or profile_id or older_than is not None):
-        raise click.UsageError("say what to clean up: --failed, --profile-id or --older-than")
-    result = ctx.history().cleanup(
-        failed=failed,
-        profile_id=profile_id,
-        older_than_days=older_than,
-        keep_favorites=not include_favorites,
-        dry_run=dry_run,
-    )
+    chosen = failed or profile_id or older_than is not None
+    if not (chosen or orphans):
+        raise click.UsageError("say what to clean up: --failed, --profile-id, --older-than or --orphans")
+    history = ctx.history()
+    result = {"removed": [], "kept": []}
+    if chosen:
+        result = history.cleanup(
+            failed=failed,
+            profile_id=profile_id,
+            older_than_days=older_than,
+            keep_favorites=not include_favorites,
+            dry_run=dry_run,
+        )
+    files = history.remove_orphans(dry_run=dry_run) if orphans else []
     if as_json:
-        echo_json({**result, "dry_run": dry_run})
+        echo_json({**result, "orphan_files": files, "dry_run": dry_run})
         return
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {len(result['removed'])} generation(s); kept {len(result['kept'])} protected")
+    click.echo(
+        f"{verb} {len(result['removed'])} generation(s) and {len(files)} orphan file(s); "
+        f"kept {len(result['kept'])} protected"
+    )
 
 
 @main.command()

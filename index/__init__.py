@@ -163,6 +163,24 @@ class Index:
                 found = queries.sidecars_of(con, ids)
         return {i: self.library.absolute(p) for i, p in found.items()}
 
+    def orphan_audio(self, older_than_ns: int) -> list[Path]:
+        """Audio files that no sidecar names (not even a conflict copy), last changed before
+        ``older_than_ns``, in folders with no unreadable sidecar."""
+        with self.reading() as con:
+            rows = con.execute(
+                """
+                SELECT f.path FROM files f
+                WHERE f.kind = 'audio' AND f.mtime_ns < ?
+                  AND f.path NOT IN (SELECT audio_path FROM version_rows WHERE audio_path IS NOT NULL)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM files e WHERE e.error IS NOT NULL
+                      AND parse_dirpath(e.path) = parse_dirpath(f.path))
+                ORDER BY f.path
+                """,
+                [older_than_ns],
+            ).fetchall()
+        return [self.library.absolute(p) for (p,) in rows]
+
     def unreadable(self) -> list[dict[str, str]]:
         """Sidecars that could not be read: path and reason (retried when they change)."""
         with self.reading() as con:

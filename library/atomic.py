@@ -7,16 +7,34 @@ watcher, nor a sync tool told to skip hidden files) ever sees a half-written fil
 from __future__ import annotations
 
 import os
+import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 TEMP_SUFFIX = ".tmp"
 
 
+_TEMP = re.compile(rf"\..+\.[0-9a-f]{{12}}{re.escape(TEMP_SUFFIX)}")
+
+
 def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+
+
+def stale_temp_files(root: Path, older_than_ns: int) -> Iterator[Path]:
+    """Temp files of :func:`temp_path` below ``root`` last changed before ``older_than_ns``
+    (left by a writer that was killed)."""
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if _TEMP.fullmatch(name):
+                path = Path(folder) / name
+                try:
+                    if path.stat().st_mtime_ns < older_than_ns:
+                        yield path
+                except FileNotFoundError:
+                    continue
 
 
 def fsync_dir(folder: Path) -> None:

@@ -148,3 +148,30 @@ def test_demo_runs(lib):
     assert stats["total_generations"] == 6
     versions = js(*lib, "sql", "SELECT count(*) AS n FROM versions WHERE effects_chain IS NOT NULL")
     assert versions == [{"n": 1}]
+
+
+def test_cleanup_orphans_removes_only_old_leftovers(lib):
+    import os
+    import time
+
+    spoken = js(*lib, "speak", "Keep my audio")
+    folder = Path(spoken["audio_path"]).parent
+    old = time.time() - 2 * 3600
+    orphan = folder / "gone-generation.0123.wav"
+    orphan.write_bytes(Path(spoken["audio_path"]).read_bytes())
+    temp = folder / ".gone-generation.parquet.0123456789ab.tmp"
+    temp.write_bytes(b"half a sidecar")
+    fresh = folder / "in-flight.4567.wav"  # a writer may still be about to name it
+    fresh.write_bytes(b"RIFF")
+    for path in (orphan, temp):
+        os.utime(path, (old, old))
+
+    dry = js(*lib, "cleanup", "--orphans", "--dry-run")
+    assert sorted(dry["orphan_files"]) == sorted([str(orphan), str(temp)])
+    assert orphan.exists() and temp.exists()
+
+    done = js(*lib, "cleanup", "--orphans")
+    assert sorted(done["orphan_files"]) == sorted([str(orphan), str(temp)])
+    assert not orphan.exists() and not temp.exists() and fresh.exists()
+    assert Path(spoken["audio_path"]).exists()
+    assert js(*lib, "show", spoken["id"])["audio_present"] is True
