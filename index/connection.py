@@ -79,19 +79,28 @@ class Database:
         self._users = 0
         self._pins = 0
 
+    def _checkout(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of the open connection, for one user (the caller holds ``_cond``)."""
+        self._users += 1
+        return self._con.cursor()
+
+    @contextmanager
+    def _lent(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+            self._release()
+
     @contextmanager
     def read(self, timeout: float = READ_TIMEOUT) -> Iterator[duckdb.DuckDBPyConnection]:
         with self._cond:
             if self._con is None:
                 self._con = open_with_retry(self.path, read_only=True, timeout=timeout)
                 self._read_only = True
-            self._users += 1
-            cursor = self._con.cursor()
-        try:
+            cursor = self._checkout()
+        with self._lent(cursor):
             yield cursor
-        finally:
-            cursor.close()
-            self._release()
 
     @contextmanager
     def write(self, timeout: float = WRITE_TIMEOUT) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -107,13 +116,9 @@ class Database:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     self._con = open_with_retry(self.path, read_only=False, timeout=timeout)
                     self._read_only = False
-                self._users += 1
-                cursor = self._con.cursor()
-            try:
+                cursor = self._checkout()
+            with self._lent(cursor):
                 yield cursor
-            finally:
-                cursor.close()
-                self._release()
 
     @contextmanager
     def pinned(self, timeout: float = WRITE_TIMEOUT) -> Iterator[None]:
