@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -92,6 +93,8 @@ def parse_time(value: str | datetime, name: str) -> datetime:
     """A date or date-time given by a person or a script; naive means UTC."""
     if isinstance(value, datetime):
         parsed = value
+    elif not isinstance(value, str):
+        raise QueryError(f"{name} {value!r} is not a date or time")
     else:
         try:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -117,6 +120,10 @@ class Filters:
     def sql(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
+        for name in ("profile_id", "language", "engine", "status", "search"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise QueryError(f"{name} {value!r} must be a string")
         for name in ("profile_id", "language", "engine", "status"):
             value = getattr(self, name)
             if value is not None:
@@ -124,6 +131,8 @@ class Filters:
                 params.append(value)
         if self.status is not None and self.status not in STATUSES:
             raise QueryError(f"status {self.status!r} is not one of {', '.join(STATUSES)}")
+        if not isinstance(self.favorites, bool):
+            raise QueryError(f"favorites {self.favorites!r} must be true or false")
         if self.favorites:
             clauses.append("g.is_favorited")
         if self.since is not None:
@@ -184,6 +193,9 @@ def list_generations(
     ``total`` counts every match; ``next_cursor`` continues after this page (stable while
     generations are added, unlike ``offset``).
     """
+    for name, value in (("limit", limit), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise QueryError(f"{name} {value!r} is not a whole number")
     if not 1 <= limit <= MAX_LIMIT:
         raise QueryError(f"limit {limit} is out of range (1 to {MAX_LIMIT})")
     if offset < 0:
@@ -300,6 +312,15 @@ def sidecars_of(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, str
     )
 
 
+# string literals, quoted names and comments, which may say anything
+_LITERALS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.S)
+_MODIFYING = re.compile(
+    r"\b(insert|update|delete|merge|create|drop|alter|truncate|copy|attach|detach|install|load|"
+    r"checkpoint|vacuum|export|import|set|reset|pragma|call)\b",
+    re.I,
+)
+
+
 def read_only_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list[tuple]]:
     """Run one SELECT (or WITH ... SELECT) and return (column names, rows)."""
     try:
@@ -313,12 +334,20 @@ def read_only_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str]
             f"only SELECT queries are allowed here, not {statements[0].type.name}: "
             "the index is rebuilt from the library folder, change that instead"
         )
+    # A SELECT can still hold a data-modifying CTE: refuse it by name, and roll back whatever
+    # a query does in any case.
+    words = _MODIFYING.search(_LITERALS.sub(" ", query))
+    if words:
+        raise QueryError(f"only reading is allowed here; this query would {words[0].upper()}")
+    con.execute("BEGIN TRANSACTION")
     try:
         result = con.execute(query)
         columns = [d[0] for d in result.description]
         return columns, result.fetchall()
     except duckdb.Error as exc:
         raise QueryError(f"SQL failed: {exc}") from None
+    finally:
+        con.execute("ROLLBACK")
 
 
 def conflicts(con: duckdb.DuckDBPyConnection, library: Library) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from glob import glob
+from glob import escape, glob
 from pathlib import Path
 
 from .atomic import atomic_write_bytes
@@ -91,11 +91,14 @@ class Library:
         return self.day_dir(created_at) / f"{generation_id}.{version_id}{suffix}"
 
     def profile_path(self, profile_id: str) -> Path:
-        return self.profiles / f"{profile_id}{SIDECAR_SUFFIX}"
+        return self.profiles / f"{check_id(profile_id, 'profile_id')}{SIDECAR_SUFFIX}"
 
     def find_sidecar(self, generation_id: str) -> Path | None:
-        """The sidecar of ``generation_id``, wherever its day folder is (a few ms even at 1M)."""
-        hits = glob(str(self.generations / "*" / "*" / "*" / f"{generation_id}{SIDECAR_SUFFIX}"))
+        """The sidecar of ``generation_id``, wherever its day folder is (~7 µs a day folder)."""
+        if not isinstance(generation_id, str) or not _ID.fullmatch(generation_id):
+            return None  # no such file can exist, and the id must never act as a pattern
+        pattern = self.generations / "*" / "*" / "*" / f"{escape(generation_id)}{SIDECAR_SUFFIX}"
+        hits = glob(str(pattern))
         return Path(hits[0]) if hits else None
 
     def relative(self, path: Path) -> str:

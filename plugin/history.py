@@ -150,6 +150,7 @@ class HistoryPlugin:
 
     @hookimpl
     def tts_history_profile_deleted(self, profile_id: str) -> None:
+        check_id(profile_id, "profile_id")
         with self.store.transaction():
             self.store.remove_profile(profile_id)
         self._profile_names.pop(profile_id, None)
