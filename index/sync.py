@@ -12,9 +12,9 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -24,9 +24,8 @@ from ..library.layout import GENERATIONS_DIR, PROFILES_DIR
 from .connection import Database
 from .text import normalize
 
-BATCH = 2000
+BATCH = 5000  # sidecars per write transaction: readers get in between
 RACY_NS = 3_000_000_000  # a clock or file system may be this coarse
-_WORKERS = min(8, 2 * (os.cpu_count() or 1))
 
 
 @dataclass
@@ -136,43 +135,52 @@ def _unique(table: pa.Table) -> pa.Table:
     return table.take(first)
 
 
-def _read_one(library: Library, path: str, kind: str) -> pa.Table | SidecarError:
+def _read_one(library: Library, path: str, kind: str) -> dict[str, Any] | SidecarError:
     identity = sidecar_identity(path.rsplit("/", 1)[-1])
     try:
-        return schema.read_table(library.absolute(path), kind, identity and identity[0])
+        row = schema.read_row(library.absolute(path), kind, identity and identity[0])
     except SidecarError as exc:
         return SidecarError(path, exc.reason)
+    row["sidecar_path"] = path
+    if kind == "generation":
+        row["search_text"] = normalize(row["text"])
+        row["conflict_copy"] = bool(identity and identity[1])
+    return row
+
+
+_EXTRA_COLUMNS = {
+    "generation": [("sidecar_path", pa.string()), ("search_text", pa.string()), ("conflict_copy", pa.bool_())],
+    "profile": [("sidecar_path", pa.string())],
+}
+_BATCH_SCHEMAS = {
+    "generation": schema.GENERATION_SCHEMA,
+    "profile": schema.PROFILE_SCHEMA,
+}
 
 
 def _load(
-    library: Library, pool: ThreadPoolExecutor, paths: list[str], kinds: list[str]
+    library: Library, paths: list[str], kinds: list[str]
 ) -> tuple[dict[str, pa.Table], list[tuple[str, str]]]:
-    """Read sidecars into one table per kind, with their paths; errors as (path, reason)."""
-    tables: dict[str, list[pa.Table]] = {"generation": [], "profile": []}
-    loaded_paths: dict[str, list[str]] = {"generation": [], "profile": []}
+    """Read sidecars into one table per kind, with their paths; errors as (path, reason).
+
+    One by one: a sidecar's footer record costs ~0.1 ms of Python, which threads would only
+    slow down (the GIL) and processes could not repay at these sizes."""
+    rows: dict[str, list[dict[str, Any]]] = {"generation": [], "profile": []}
     errors: list[tuple[str, str]] = []
     for path, kind, result in zip(
-        paths, kinds, pool.map(lambda pk: _read_one(library, *pk), zip(paths, kinds))
+        paths, kinds, (_read_one(library, path, kind) for path, kind in zip(paths, kinds))
     ):
         if isinstance(result, SidecarError):
             errors.append((path, result.reason))
         else:
-            tables[kind].append(result)
-            loaded_paths[kind].append(path)
-    out = {}
-    for kind, parts in tables.items():
-        base = schema.GENERATION_SCHEMA if kind == "generation" else schema.PROFILE_SCHEMA
-        table = pa.concat_tables(parts) if parts else base.empty_table()
-        table = table.append_column("sidecar_path", pa.array(loaded_paths[kind], pa.string()))
-        if kind == "generation":
-            texts = table.column("text").to_pylist()
-            table = table.append_column(
-                "search_text", pa.array([normalize(t) for t in texts], pa.string())
-            )
-            copies = [sidecar_identity(p.rsplit("/", 1)[-1])[1] for p in loaded_paths[kind]]
-            table = table.append_column("conflict_copy", pa.array(copies, pa.bool_()))
-        out[kind] = table
-    return out, errors
+            rows[kind].append(result)
+    tables = {}
+    for kind, found in rows.items():
+        batch_schema = _BATCH_SCHEMAS[kind]
+        for name, kind_type in _EXTRA_COLUMNS[kind]:
+            batch_schema = batch_schema.append(pa.field(name, kind_type))
+        tables[kind] = pa.Table.from_pylist(found, schema=batch_schema)
+    return tables, errors
 
 
 _APPLY = """
@@ -304,41 +312,40 @@ def sync(
 
     total = len(sidecars)
     done = 0
-    with ThreadPoolExecutor(_WORKERS) as pool:
-        first = True
-        for start in range(0, max(total, 1), BATCH):
-            part = sidecars[start : start + BATCH]
-            tables, errors = _load(library, pool, [p for p, *_ in part], [k for _, k, *_ in part])
-            report.errors.extend(errors)
-            failed = dict(errors)
-            updated_at = {
-                path: when
-                for table in tables.values()
-                for path, when in zip(
-                    table.column("sidecar_path").to_pylist(), table.column("updated_at").to_pylist()
-                )
-            }
-            for path, kind, was_known, had_error in part:
-                if path in failed:
-                    continue
-                if not was_known:
-                    report.added += 1
-                elif had_error or known_updated.get(path) != updated_at.get(path):
-                    report.updated += 1
-                else:
-                    report.unchanged += 1
-            rows = [
-                (path, kind, *stats[path], checked_ns, failed.get(path), True)
-                for path, kind, *_ in part
-            ]
-            if first:  # removals and audio changes go with the first batch
-                rows += [(path, kind, 0, 0, 0, None, False) for path, kind in removed]
-                rows += [(path, kinds[path], *stats[path], checked_ns, None, True) for path in others]
-                first = False
-            _apply(db, rows, tables)
-            done += len(part)
-            if progress is not None:
-                progress(done, total)
+    first = True
+    for start in range(0, max(total, 1), BATCH):
+        part = sidecars[start : start + BATCH]
+        tables, errors = _load(library, [p for p, *_ in part], [k for _, k, *_ in part])
+        report.errors.extend(errors)
+        failed = dict(errors)
+        updated_at = {
+            path: when
+            for table in tables.values()
+            for path, when in zip(
+                table.column("sidecar_path").to_pylist(), table.column("updated_at").to_pylist()
+            )
+        }
+        for path, kind, was_known, had_error in part:
+            if path in failed:
+                continue
+            if not was_known:
+                report.added += 1
+            elif had_error or known_updated.get(path) != updated_at.get(path):
+                report.updated += 1
+            else:
+                report.unchanged += 1
+        rows = [
+            (path, kind, *stats[path], checked_ns, failed.get(path), True)
+            for path, kind, *_ in part
+        ]
+        if first:  # removals and audio changes go with the first batch
+            rows += [(path, kind, 0, 0, 0, None, False) for path, kind in removed]
+            rows += [(path, kinds[path], *stats[path], checked_ns, None, True) for path in others]
+            first = False
+        _apply(db, rows, tables)
+        done += len(part)
+        if progress is not None:
+            progress(done, total)
     return report
 
 

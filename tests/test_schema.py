@@ -107,3 +107,56 @@ def test_older_versions_are_upgraded_step_by_step(tmp_path, monkeypatch):
     write_raw(new, minimal(id="g2", schema_version=2, engine="espeak", rating=5))
     record = schema.read_generation(new)
     assert record["engine"] == "espeak" and record["rating"] == 5
+
+
+def full_record(**overrides) -> dict:
+    record = {f.name: None for f in schema.GENERATION_SCHEMA if f.name != "schema_version"}
+    record.update({k: v for k, v in minimal().items() if k != "schema_version"}, versions=[], extra={})
+    record.update(overrides)
+    return record
+
+
+def test_the_footer_carries_the_record_and_both_copies_agree(tmp_path):
+    path = tmp_path / "g1.parquet"
+    record = full_record(text="Grüße 日本語 ❤️", extra={"k": "v"}, seed=7)
+    schema.write_generation(path, record)
+    footer = pq.read_metadata(path).metadata[schema.RECORD_KEY]
+    assert b"Gr\xc3\xbc\xc3\x9fe" in footer
+    row = pq.read_table(path).to_pylist()[0]
+    row["extra"] = dict(row["extra"])
+    del row["schema_version"]
+    assert row == record == schema.read_generation(path)
+
+
+def test_without_its_footer_record_a_sidecar_is_read_from_its_row(tmp_path):
+    # what a tool that rewrites the file (DuckDB COPY, pandas) leaves: the row, no footer copy
+    path = tmp_path / "g1.parquet"
+    schema.write_generation(path, full_record(text="from the row"))
+    table = pq.read_table(path).replace_schema_metadata(None)
+    pq.write_table(table, path)
+    assert schema.RECORD_KEY not in (pq.read_metadata(path).metadata or {})
+    assert schema.read_generation(path)["text"] == "from the row"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda r: r.update(seed="seven"), "field seed has the wrong type"),
+        (lambda r: r.update(created_at="yesterday"), "field created_at has the wrong type"),
+        (lambda r: r.update(text=None), "required field text is null"),
+        (lambda r: r["versions"].append({"id": None}), "required field versions[0].id is null"),
+        (lambda r: r.update(extra={"k": 1}), "field extra has the wrong type"),
+    ],
+)
+def test_a_bad_footer_record_is_refused_like_a_bad_row(tmp_path, change, reason):
+    import json
+
+    path = tmp_path / "g1.parquet"
+    schema.write_generation(path, full_record())
+    row = json.loads(pq.read_metadata(path).metadata[schema.RECORD_KEY])
+    change(row)
+    table = pq.read_table(path).replace_schema_metadata({schema.RECORD_KEY: json.dumps(row)})
+    pq.write_table(table, path)
+    with pytest.raises(SidecarError) as caught:
+        schema.read_generation(path)
+    assert reason in str(caught.value)
