@@ -4,9 +4,9 @@ DuckDB lets one process at a time hold a file read-write (and while it does, nob
 even read it), has no busy timeout, and refuses a read-only connection beside a read-write one
 in the same process. So, per process and file, there is one connection at a time, shared by
 every thread through cursors: read-only while only readers need it, read-write while a writer
-does (readers then share the writer's). Connections close as soon as nobody uses them, so the
-file is held only while a query or a batch runs, and opens that meet another process's lock
-retry with backoff until a deadline.
+does (readers then share the writer's). An idle connection closes after a moment (LINGER), and
+one in steady use at least every MAX_HOLD seconds, so the file is held only while this process
+works with it; opens that meet another process's lock retry with backoff until a deadline.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import duckdb
 
 READ_TIMEOUT = 15.0
 WRITE_TIMEOUT = 60.0
+LINGER = 0.25  # seconds an idle connection stays open for the next query
+MAX_HOLD = 1.0  # seconds a connection may stay open while queries keep coming
 
 
 class IndexBusyError(RuntimeError):
@@ -78,9 +80,21 @@ class Database:
         self._read_only = True
         self._users = 0
         self._pins = 0
+        self._opened_at = 0.0
+        self._closer: threading.Timer | None = None
+
+    def _open(self, *, read_only: bool, timeout: float) -> None:
+        """Open the file (the caller holds ``_cond`` and no connection is open)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = open_with_retry(self.path, read_only=read_only, timeout=timeout)
+        self._read_only = read_only
+        self._opened_at = time.monotonic()
 
     def _checkout(self) -> duckdb.DuckDBPyConnection:
         """A cursor of the open connection, for one user (the caller holds ``_cond``)."""
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
         self._users += 1
         return self._con.cursor()
 
@@ -96,8 +110,7 @@ class Database:
     def read(self, timeout: float = READ_TIMEOUT) -> Iterator[duckdb.DuckDBPyConnection]:
         with self._cond:
             if self._con is None:
-                self._con = open_with_retry(self.path, read_only=True, timeout=timeout)
-                self._read_only = True
+                self._open(read_only=True, timeout=timeout)
             cursor = self._checkout()
         with self._lent(cursor):
             yield cursor
@@ -110,12 +123,9 @@ class Database:
                 while self._con is not None and self._read_only and self._users:
                     self._cond.wait()
                 if self._con is not None and self._read_only:
-                    self._con.close()
-                    self._con = None
+                    self._close()
                 if self._con is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._con = open_with_retry(self.path, read_only=False, timeout=timeout)
-                    self._read_only = False
+                    self._open(read_only=False, timeout=timeout)
                 cursor = self._checkout()
             with self._lent(cursor):
                 yield cursor
@@ -141,13 +151,34 @@ class Database:
             self._cond.notify_all()
 
     def _close_if_idle(self) -> None:
-        if self._users == 0 and self._pins == 0 and self._con is not None:
+        """Close when nobody uses the connection, after LINGER seconds in case another query
+        follows at once (opening costs 10-30 ms), but never holding it past MAX_HOLD in a row,
+        so that other processes waiting for the file get their turn."""
+        if self._users or self._pins or self._con is None or self._closer is not None:
+            return
+        if time.monotonic() - self._opened_at >= MAX_HOLD:
+            self._close()
+            return
+        self._closer = threading.Timer(LINGER, self._close_lingering)
+        self._closer.daemon = True
+        self._closer.start()
+
+    def _close_lingering(self) -> None:
+        with self._cond:
+            if self._closer is threading.current_thread():
+                self._closer = None
+                if not self._users and not self._pins:
+                    self._close()
+
+    def _close(self) -> None:
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
+        if self._con is not None:
             self._con.close()
             self._con = None
 
     def forget(self) -> None:
         """Close everything (the file is about to be deleted or replaced)."""
         with self._cond:
-            if self._con is not None:
-                self._con.close()
-                self._con = None
+            self._close()

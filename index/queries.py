@@ -257,29 +257,38 @@ def _version(library: Library, version: dict[str, Any]) -> dict[str, Any]:
     return version
 
 
-def _counts(con: duckdb.DuckDBPyConnection, column: str) -> dict[str, int]:
-    rows = con.execute(
-        f"SELECT {column}, count(*) FROM generations GROUP BY {column} ORDER BY {column}"
-    ).fetchall()
-    return {key: count for key, count in rows}
-
-
 def stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """The seed's statistics, plus counts by engine, language and status and bytes on disk."""
-    total, duration, favorites = con.execute(
-        # fsum: a plain sum of doubles depends on row order, and a rebuilt index must answer the same
-        "SELECT count(*), coalesce(fsum(duration), 0), count(*) FILTER (is_favorited) FROM generations"
-    ).fetchone()
-    by_kind = dict(con.execute("SELECT kind, sum(size) FROM files GROUP BY kind").fetchall())
-    audio_bytes = int(by_kind.get("audio") or 0)
-    sidecar_bytes = int((by_kind.get("generation") or 0) + (by_kind.get("profile") or 0))
+    # one round trip: totals and the four breakdowns as rows of (breakdown, key, n, seconds)
+    rows = con.execute(
+        """
+        SELECT 'total', NULL, count(*), fsum(duration), count(*) FILTER (is_favorited)
+        FROM generations
+        UNION ALL SELECT 'profile', profile_id, count(*), NULL, NULL FROM generations GROUP BY 2
+        UNION ALL SELECT 'engine', engine, count(*), NULL, NULL FROM generations GROUP BY 2
+        UNION ALL SELECT 'language', language, count(*), NULL, NULL FROM generations GROUP BY 2
+        UNION ALL SELECT 'status', status, count(*), NULL, NULL FROM generations GROUP BY 2
+        UNION ALL SELECT 'bytes', kind, sum(size), NULL, NULL FROM files GROUP BY 2
+        """
+    ).fetchall()
+    # fsum: a plain sum of doubles depends on row order, and a rebuilt index must answer the same
+    by: dict[str, dict] = {"profile": {}, "engine": {}, "language": {}, "status": {}, "bytes": {}}
+    total = duration = favorites = 0
+    for breakdown, key, count, seconds, favorite in rows:
+        if breakdown == "total":
+            total, duration, favorites = count, seconds or 0.0, favorite
+        else:
+            by[breakdown][key] = int(count)
+    audio_bytes = by["bytes"].get("audio", 0)
+    sidecar_bytes = by["bytes"].get("generation", 0) + by["bytes"].get("profile", 0)
+    ordered = {k: dict(sorted(v.items(), key=lambda kv: (kv[0] is None, kv[0]))) for k, v in by.items()}
     return {
         "total_generations": total,
         "total_duration_seconds": float(duration),
-        "generations_by_profile": _counts(con, "profile_id"),
-        "generations_by_engine": _counts(con, "engine"),
-        "generations_by_language": _counts(con, "language"),
-        "generations_by_status": _counts(con, "status"),
+        "generations_by_profile": ordered["profile"],
+        "generations_by_engine": ordered["engine"],
+        "generations_by_language": ordered["language"],
+        "generations_by_status": ordered["status"],
         "favorites": favorites,
         "audio_bytes": audio_bytes,
         "sidecar_bytes": sidecar_bytes,

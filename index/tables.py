@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-INDEX_VERSION = "3"
+INDEX_VERSION = "4"
 
 # One row per sidecar file. Several sidecars can carry the same generation id: a sync tool's
 # conflict copy, or a copy left in another day folder. The newest updated_at wins (on a tie the

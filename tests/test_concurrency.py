@@ -289,6 +289,7 @@ def test_a_sync_waits_for_the_readers_of_its_own_process(library, pm):
     record(pm, text="first")
     index.sync()
     record(pm, text="second")  # a change for the next sync to write
+    index.db.forget()  # the sync's connection lingers read-write; the reader must open read-only
     entered, results, errors = threading.Event(), [], []
 
     def read():
@@ -327,6 +328,9 @@ HOLDER = textwrap.dedent(
 
 
 def _holder(tmp_path: Path, index_path: Path) -> subprocess.Popen:
+    # this process's connection lingers a moment after its last query; the holder (plain
+    # DuckDB, no retry) must find the file free
+    Database.for_path(index_path).forget()
     script = tmp_path / "holder.py"
     script.write_text(HOLDER)
     proc = subprocess.Popen(
@@ -483,6 +487,7 @@ def test_corrupted_index_is_rebuilt_by_the_next_sync(corrupt, library, pm):
     before = _answers(index, ids)
     assert before["stats"]["total_generations"] == 12 and before["favorites"]["total"] == 3
 
+    index.db.forget()  # as when this process ends: its lingering connection goes
     CORRUPTIONS[corrupt](index.path)
 
     rebuilt = Index(root)
@@ -517,6 +522,7 @@ def test_a_corrupt_block_is_reported_as_corrupt_not_as_locked(library, pm):
     _populate(pm)
     index = Index(root)
     index.sync()
+    index.db.forget()  # as when this process ends: its lingering connection goes
     data = index.path.read_bytes()
     # keep DuckDB's file headers, break the blocks behind them
     index.path.write_bytes(data[:12288] + os.urandom(len(data) - 12288))
