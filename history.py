@@ -186,8 +186,13 @@ class History:
         source = Path(version["audio_path"])
         out = Path(out)
         target = out / f"{generation_id}{source.suffix}" if out.is_dir() else out
-        with open(source, "rb") as src:
-            atomic_write(target, lambda dst: shutil.copyfileobj(src, dst))
+        if not target.parent.is_dir():
+            raise NotFoundError(f"{target.parent} is not a folder: the audio cannot be written there")
+        try:
+            with open(source, "rb") as src:
+                atomic_write(target, lambda dst: shutil.copyfileobj(src, dst))
+        except FileNotFoundError:
+            raise NotFoundError(f"the audio of generation {generation_id!r} is missing: {source}") from None
         return target
 
     def import_archives(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 import zipfile
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -51,59 +50,78 @@ def export_archive(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Export the generations of these sidecars into ``out``. Returns a summary."""
+    if not out.parent.is_dir():
+        raise ArchiveError(f"{out.parent} is not a folder: the archive cannot be written there")
     tmp = temp_path(out)
     audio_bytes = 0
     try:
-        with zipfile.ZipFile(tmp, "x", allowZip64=True) as zf, tempfile.TemporaryFile() as parts:
+        with zipfile.ZipFile(tmp, "x", allowZip64=True) as zf:
+            # the manifest first, as readers expect it; then the audio, read a second time from
+            # the sidecars so that memory stays flat
+            _write_manifest(zf, library, sidecars)
             for done, sidecar in enumerate(sidecars, 1):
                 record = schema.read_generation(sidecar)
                 for version in record["versions"]:
-                    suffix = Path(version["audio_path"]).suffix
-                    entry = f"{AUDIO_DIR}/{record['id']}/{version['id']}{suffix}"
-                    _add_audio(zf, library.absolute(version["audio_path"]), entry, version, record["created_at"])
+                    _add_audio(zf, library.absolute(version["audio_path"]), _entry(record, version),
+                               version, record["created_at"])
                     audio_bytes += version["audio_bytes"]
-                    if version["id"] == record["active_version_id"]:
-                        record["audio_path"] = entry
-                    version["audio_path"] = entry
-                    version["effects_chain"] = (
-                        None if version["effects_chain"] is None else json.loads(version["effects_chain"])
-                    )
-                profile_path = library.profile_path(record["profile_id"])
-                profile = schema.read_profile(profile_path) if profile_path.exists() else None
-                if profile is not None:
-                    profile["extra"] = json.loads(profile["extra"] or "{}")
-                entry = {
-                    **_times(record),
-                    "versions": [_times(v) for v in record["versions"]],
-                    "profile": None if profile is None else _times(profile),
-                }
-                parts.write(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
                 if progress is not None:
                     progress(done, len(sidecars))
-            header = {
-                "format": FORMAT_NAME,
-                "version": FORMAT_VERSION,
-                "tool": "tts-history",
-                "tool_version": _tool_version(),
-                "exported_at": iso(schema.now()),
-                "library_id": library.library_id(),
-            }
-            info = zipfile.ZipInfo(MANIFEST, _zip_time(schema.now()))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with zf.open(info, "w") as manifest:
-                # written as it is read back, one generation a line, never all in memory
-                manifest.write(json.dumps(header, indent=2, ensure_ascii=False)[:-2].encode())
-                manifest.write(b',\n  "generations": [\n')
-                parts.seek(0)
-                for i, line in enumerate(parts):
-                    manifest.write((b",\n" if i else b"") + b"    " + line.rstrip(b"\n"))
-                manifest.write(b"\n  ]\n}\n")
         commit_temp(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return {"archive": str(out), "generations": len(sidecars), "audio_bytes": audio_bytes,
             "archive_bytes": out.stat().st_size}
+
+
+def _entry(record: dict[str, Any], version: dict[str, Any]) -> str:
+    return f"{AUDIO_DIR}/{record['id']}/{version['id']}{Path(version['audio_path']).suffix}"
+
+
+def _manifest_entry(library: Library, sidecar: Path) -> bytes:
+    """One generation of the manifest, as a line of JSON."""
+    record = schema.read_generation(sidecar)
+    for version in record["versions"]:
+        entry = _entry(record, version)
+        if version["id"] == record["active_version_id"]:
+            record["audio_path"] = entry
+        version["audio_path"] = entry
+        chain = version["effects_chain"]
+        version["effects_chain"] = None if chain is None else json.loads(chain)
+    profile_path = library.profile_path(record["profile_id"])
+    profile = schema.read_profile(profile_path) if profile_path.exists() else None
+    if profile is not None:
+        profile["extra"] = json.loads(profile["extra"] or "{}")
+    entry = {
+        **_times(record),
+        "versions": [_times(v) for v in record["versions"]],
+        "profile": None if profile is None else _times(profile),
+    }
+    try:
+        return json.dumps(entry, ensure_ascii=False, allow_nan=False).encode()
+    except ValueError as exc:
+        raise ArchiveError(f"generation {record['id']!r} cannot be exported: {exc}") from None
+
+
+def _write_manifest(zf: zipfile.ZipFile, library: Library, sidecars: list[Path]) -> None:
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "tool": "tts-history",
+        "tool_version": _tool_version(),
+        "exported_at": iso(schema.now()),
+        "library_id": library.library_id(),
+    }
+    info = zipfile.ZipInfo(MANIFEST, _zip_time(schema.now()))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with zf.open(info, "w", force_zip64=True) as manifest:
+        # streamed: one generation a line, never the whole list in memory
+        manifest.write(json.dumps(header, indent=2, ensure_ascii=False)[:-2].encode())
+        manifest.write(b',\n  "generations": [\n')
+        for i, sidecar in enumerate(sidecars):
+            manifest.write((b",\n" if i else b"") + b"    " + _manifest_entry(library, sidecar))
+        manifest.write(b"\n  ]\n}\n")
 
 
 def _tool_version() -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from ..library import LibraryError, check_id
 from ..library.schema import STATUSES
 
 FORMAT_NAME = "tts-history-archive"
@@ -60,10 +61,12 @@ def parse_time(value: Any, where: str) -> datetime:
         raise ArchiveError(f"{where}: expected an ISO 8601 time, got {value!r}")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ArchiveError(f"{where}: {value!r} is not an ISO 8601 time") from None
-    # naive times are UTC (voicebox writes them so)
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+        # naive times are UTC (voicebox writes them so)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise ArchiveError(f"{where}: {value!r} is not an ISO 8601 time in range") from None
 
 
 _ENTRY = re.compile(r"[A-Za-z0-9._ ()'~-]+(/[A-Za-z0-9._ ()'~-]+)*")
@@ -86,22 +89,82 @@ def check_entry_name(name: str, archive: str) -> None:
 
 # -- manifest validation -----------------------------------------------------------------------
 
-_STR, _INT, _NUM, _BOOL = (str,), (int,), (int, float), (bool,)
+_STR, _INT, _NUM, _BOOL = (str,), (int,), (float, int), (bool,)
 
 
-def _field(obj: dict, key: str, kinds: tuple, where: str, *, required: bool = True) -> Any:
+_INT64 = 2**63
+_KIND_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+               dict: "an object", list: "a list"}
+
+
+def check_value(value: Any, where: str) -> Any:
+    """Refuse what a sidecar cannot hold: non-finite numbers, integers beyond 64 bits, text
+    that is not valid Unicode (lone surrogates); nested JSON data is checked throughout."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ArchiveError(f"{where}: {value!r} is not a finite number")
+    if isinstance(value, int) and not -_INT64 <= value < _INT64:
+        raise ArchiveError(f"{where}: {value} does not fit in 64 bits")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ArchiveError(f"{where}: {value!r} is not valid Unicode text") from None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_value(key, f"{where} key")
+            check_value(item, f"{where}.{key}")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            check_value(item, f"{where}[{i}]")
+    return value
+
+
+def field(obj: dict, key: str, kinds: tuple, where: str, *, required: bool = True) -> Any:
+    """``obj[key]``, which must be one of ``kinds`` (or missing/null unless ``required``)."""
+    if not isinstance(obj, dict):
+        raise ArchiveError(f"{where}: expected an object, got {type(obj).__name__}")
     if key not in obj or obj[key] is None:
         if required:
             raise ArchiveError(f"{where}: required field {key!r} is missing")
         return None
     value = obj[key]
-    if isinstance(value, bool) and bool not in kinds:
-        raise ArchiveError(f"{where}.{key}: expected {kinds[0].__name__}, got {value!r}")
-    if not isinstance(value, kinds):
-        raise ArchiveError(f"{where}.{key}: expected {kinds[0].__name__}, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ArchiveError(f"{where}.{key}: {value!r} is not a finite number")
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise ArchiveError(f"{where}.{key}: expected {_KIND_NAMES[kinds[0]]}, got {value!r}")
+    return check_value(value, f"{where}.{key}")
+
+
+def id_field(obj: dict, key: str, where: str, *, required: bool = True) -> str | None:
+    """An id, which names files in the library: checked before anything is written."""
+    value = field(obj, key, _STR, where, required=required)
+    if value is not None:
+        try:
+            check_id(value, f"{where}.{key}")
+        except LibraryError as exc:
+            raise ArchiveError(str(exc)) from None
     return value
+
+
+def effects_chain(raw: Any, where: str) -> list[dict[str, Any]] | None:
+    """An effects chain as the hooks accept it: a list of ``{type, enabled, params}``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise ArchiveError(f"{where}: expected a list of effects, got {raw!r}")
+    chain = []
+    for i, effect in enumerate(raw):
+        spot = f"{where}[{i}]"
+        unknown = set(_object(effect, spot)) - {"type", "enabled", "params"}
+        if unknown:
+            raise ArchiveError(f"{spot}: unknown key(s) {sorted(unknown)}")
+        kind = field(effect, "type", _STR, spot)
+        if not kind:
+            raise ArchiveError(f"{spot}.type: must not be empty")
+        enabled = field(effect, "enabled", _BOOL, spot, required=False)
+        params = field(effect, "params", (dict,), spot, required=False) or {}
+        chain.append({"type": kind, "enabled": True if enabled is None else enabled, "params": params})
+    return chain
 
 
 def _object(value: Any, where: str) -> dict:
@@ -115,30 +178,24 @@ def _str_map(value: Any, where: str) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(item, str):
             raise ArchiveError(f"{where}.{key}: expected a string, got {item!r}")
-    return value
+    return check_value(value, where)
 
 
 def validate_version(raw: Any, where: str) -> dict[str, Any]:
     raw = _object(raw, where)
-    chain = _field(raw, "effects_chain", (list,), where, required=False)
-    for i, effect in enumerate(chain or []):
-        effect = _object(effect, f"{where}.effects_chain[{i}]")
-        _field(effect, "type", _STR, f"{where}.effects_chain[{i}]")
-        _field(effect, "enabled", _BOOL, f"{where}.effects_chain[{i}]", required=False)
-        _object(effect.get("params", {}), f"{where}.effects_chain[{i}].params")
     version = {
-        "id": _field(raw, "id", _STR, where),
-        "label": _field(raw, "label", _STR, where, required=False),
-        "audio_path": _field(raw, "audio_path", _STR, where),
-        "effects_chain": chain,
-        "is_default": _field(raw, "is_default", _BOOL, where),
+        "id": id_field(raw, "id", where),
+        "label": field(raw, "label", _STR, where, required=False),
+        "audio_path": field(raw, "audio_path", _STR, where),
+        "effects_chain": effects_chain(raw.get("effects_chain"), f"{where}.effects_chain"),
+        "is_default": field(raw, "is_default", _BOOL, where),
         "created_at": parse_time(raw.get("created_at"), f"{where}.created_at"),
-        "source_version_id": _field(raw, "source_version_id", _STR, where, required=False),
-        "duration": _field(raw, "duration", _NUM, where),
-        "sample_rate": _field(raw, "sample_rate", _INT, where),
-        "channels": _field(raw, "channels", _INT, where),
-        "audio_bytes": _field(raw, "audio_bytes", _INT, where),
-        "audio_sha256": _field(raw, "audio_sha256", _STR, where),
+        "source_version_id": id_field(raw, "source_version_id", where, required=False),
+        "duration": field(raw, "duration", _NUM, where),
+        "sample_rate": field(raw, "sample_rate", _INT, where),
+        "channels": field(raw, "channels", _INT, where),
+        "audio_bytes": field(raw, "audio_bytes", _INT, where),
+        "audio_sha256": field(raw, "audio_sha256", _STR, where),
     }
     if not re.fullmatch(r"[0-9a-f]{64}", version["audio_sha256"]):
         raise ArchiveError(f"{where}.audio_sha256: {version['audio_sha256']!r} is not a sha256")
@@ -150,11 +207,11 @@ def validate_profile(raw: Any, where: str) -> dict[str, Any] | None:
         return None
     raw = _object(raw, where)
     return {
-        "id": _field(raw, "id", _STR, where),
-        "name": _field(raw, "name", _STR, where),
-        "description": _field(raw, "description", _STR, where, required=False),
-        "language": _field(raw, "language", _STR, where, required=False),
-        "extra": _object(raw.get("extra") or {}, f"{where}.extra"),
+        "id": id_field(raw, "id", where),
+        "name": field(raw, "name", _STR, where),
+        "description": field(raw, "description", _STR, where, required=False),
+        "language": field(raw, "language", _STR, where, required=False),
+        "extra": check_value(_object(raw.get("extra") or {}, f"{where}.extra"), f"{where}.extra"),
         "created_at": parse_time(raw.get("created_at"), f"{where}.created_at"),
         "updated_at": parse_time(raw.get("updated_at"), f"{where}.updated_at"),
     }
@@ -164,23 +221,24 @@ def validate_generation(raw: Any, where: str) -> dict[str, Any]:
     """One manifest entry, as a sidecar record (audio paths are archive entry names)."""
     raw = _object(raw, where)
     record = {
-        "id": _field(raw, "id", _STR, where),
-        "profile_id": _field(raw, "profile_id", _STR, where),
-        "text": _field(raw, "text", _STR, where),
-        "status": _field(raw, "status", _STR, where),
-        "is_favorited": _field(raw, "is_favorited", _BOOL, where),
+        "id": field(raw, "id", _STR, where),
+        "profile_id": id_field(raw, "profile_id", where),
+        "text": field(raw, "text", _STR, where),
+        "status": field(raw, "status", _STR, where),
+        "is_favorited": field(raw, "is_favorited", _BOOL, where),
         "created_at": parse_time(raw.get("created_at"), f"{where}.created_at"),
         "updated_at": parse_time(raw.get("updated_at"), f"{where}.updated_at"),
         "extra": _str_map(raw.get("extra") or {}, f"{where}.extra"),
     }
     for key in ("language", "instruct", "engine", "model_size", "error", "profile_name",
                 "active_version_id", "origin_library_id", "origin_id"):
-        record[key] = _field(raw, key, _STR, where, required=False)
-    record["seed"] = _field(raw, "seed", _INT, where, required=False)
-    record["host_duration"] = _field(raw, "host_duration", _NUM, where, required=False)
+        record[key] = field(raw, key, _STR, where, required=False)
+    id_field(raw, "active_version_id", where, required=False)
+    record["seed"] = field(raw, "seed", _INT, where, required=False)
+    record["host_duration"] = field(raw, "host_duration", _NUM, where, required=False)
     if record["status"] not in STATUSES:
         raise ArchiveError(f"{where}.status: {record['status']!r} is not one of {', '.join(STATUSES)}")
-    versions = _field(raw, "versions", (list,), where, required=False) or []
+    versions = field(raw, "versions", (list,), where, required=False) or []
     record["versions"] = [validate_version(v, f"{where}.versions[{i}]") for i, v in enumerate(versions)]
     ids = [v["id"] for v in record["versions"]]
     if len(set(ids)) != len(ids):
@@ -206,8 +264,8 @@ def validate_manifest(raw: Any, archive: str) -> list[dict[str, Any]]:
             f"{archive}: manifest.version {version!r} is not one this tts-history reads (1 to "
             f"{FORMAT_VERSION})"
         )
-    _field(raw, "library_id", _STR, f"{archive}: manifest")
-    generations = _field(raw, "generations", (list,), f"{archive}: manifest")
+    field(raw, "library_id", _STR, f"{archive}: manifest")
+    generations = field(raw, "generations", (list,), f"{archive}: manifest")
     records = [
         validate_generation(g, f"{archive}: generations[{i}]") for i, g in enumerate(generations)
     ]

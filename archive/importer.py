@@ -46,6 +46,7 @@ class _Importer:
             )
         self.profiles = {p["id"]: p for p in plugin.store.profiles()}
         self.written: list[str] = []
+        self.created_profiles: list[str] = []
 
     def already(self, record: dict[str, Any]) -> bool:
         return not self.as_new and (record["origin_library_id"], record["origin_id"]) in self.seen
@@ -63,6 +64,7 @@ class _Importer:
             profile = {**given, "extra": json.dumps(given.get("extra") or {}, ensure_ascii=False)}
             self.plugin.store.write_profile(profile)
             self.profiles[profile["id"]] = profile
+            self.created_profiles.append(profile["id"])
 
     def write(
         self,
@@ -81,10 +83,19 @@ class _Importer:
         self.seen.add((record["origin_library_id"], record["origin_id"]))
         return record["id"]
 
+    def forget_profiles_since(self, count: int) -> None:
+        """Remove the profiles created after the first ``count`` (their generation failed)."""
+        for profile_id in self.created_profiles[count:]:
+            self.plugin.store.remove_profile(profile_id)
+            self.profiles.pop(profile_id, None)
+        del self.created_profiles[count:]
+
     def roll_back(self) -> None:
-        for generation_id in self.written:
-            with self.plugin.store.transaction():
+        with self.plugin.store.transaction():
+            for generation_id in self.written:
                 self.plugin.store.remove(generation_id)
+            for profile_id in self.created_profiles:
+                self.plugin.store.remove_profile(profile_id)
 
 
 def import_archives(
@@ -142,9 +153,11 @@ def import_voicebox_dir(
         if importer.already(record):
             report.skipped.append({**source, "reason": "already imported"})
         else:
+            created = len(importer.created_profiles)
             try:
                 new_id = importer.write(record, lambda v: open(v["audio_path"], "rb"))
             except (ValueError, OSError) as exc:  # this generation only: its audio is broken
+                importer.forget_profiles_since(created)
                 report.skipped.append({**source, "reason": str(exc)})
             else:
                 report.imported.append({**source, "new_id": new_id})

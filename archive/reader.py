@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
+import math
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +44,17 @@ def _reject_nan(value: str) -> float:
     raise ValueError(f"{value} is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+# what a damaged or unusual ZIP can raise while an entry is read
+_DAMAGE = (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError)
+
+
 def _check_entries(zf: zipfile.ZipFile, name: str, limits: Limits) -> dict[str, zipfile.ZipInfo]:
     infos = zf.infolist()
     if len(infos) > limits.max_entries:
@@ -48,7 +62,7 @@ def _check_entries(zf: zipfile.ZipFile, name: str, limits: Limits) -> dict[str, 
     entries: dict[str, zipfile.ZipInfo] = {}
     total = 0
     for info in infos:
-        check_entry_name(info.filename.rstrip("/") if info.is_dir() else info.filename, name)
+        check_entry_name(info.filename[:-1] if info.filename.endswith("/") else info.filename, name)
         if info.flag_bits & 0x1:
             raise ArchiveError(f"{name}: entry {info.filename!r} is encrypted")
         if stat.S_ISLNK(info.external_attr >> 16):
@@ -82,10 +96,10 @@ def _manifest(zf: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], name: st
     try:
         with zf.open(info) as f:
             data = f.read(limits.max_manifest_bytes + 1)
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_nan)
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_nan, parse_float=_finite)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ArchiveError(f"{name}: {MANIFEST} is not valid JSON ({exc})") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except _DAMAGE as exc:
         raise ArchiveError(f"{name}: {MANIFEST} cannot be read ({exc})") from None
 
 
@@ -101,7 +115,7 @@ def measure(zf: zipfile.ZipFile, entry: str, where: str) -> dict[str, Any]:
         with zf.open(entry) as f, sf.SoundFile(f) as audio:
             frames = sum(len(block) for block in audio.blocks(blocksize=65536))
             rate, channels = audio.samplerate, audio.channels
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except _DAMAGE as exc:
         raise ArchiveError(f"{where}: audio entry {entry!r} cannot be read ({exc})") from None
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise ArchiveError(f"{where}: audio entry {entry!r} does not decode as audio ({exc})") from None
@@ -149,7 +163,7 @@ def open_archive(path: str | Path, limits: Limits = Limits()) -> Iterator[tuple[
         raise ArchiveError(f"{path}: no such file")
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except (*_DAMAGE, ValueError) as exc:
         raise ArchiveError(f"{name}: not a ZIP archive, or truncated ({exc})") from None
     with zf:
         try:
@@ -162,7 +176,7 @@ def open_archive(path: str | Path, limits: Limits = Limits()) -> Iterator[tuple[
             _check_audio(zf, entries, plan)
         except ArchiveError:
             raise
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RecursionError) as exc:
+        except (*_DAMAGE, ValueError, RecursionError) as exc:
             # anything else a damaged archive can raise while being read
             raise ArchiveError(f"{name}: damaged archive ({exc})") from None
         yield zf, plan

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..library.schema import STATUSES
-from .format import AUDIO_DIR, ArchiveError, parse_time
+from .format import AUDIO_DIR, ArchiveError, effects_chain, field, id_field, parse_time
 
 ORIGIN = "voicebox"  # origin_library_id of everything that came from voicebox
 
@@ -24,45 +24,27 @@ def is_manifest(manifest: Any) -> bool:
     return isinstance(manifest, dict) and "generation" in manifest and manifest.get("version") == "1.0"
 
 
-def _get(obj: Any, key: str, kinds: tuple, where: str, *, required: bool = True) -> Any:
-    if not isinstance(obj, dict):
-        raise ArchiveError(f"{where}: expected an object")
+def _flag(obj: dict[str, Any], key: str, where: str) -> bool:
+    """A true/false field; the database keeps them as 0 and 1."""
     value = obj.get(key)
     if value is None:
-        if required:
-            raise ArchiveError(f"{where}: required field {key!r} is missing")
-        return None
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise ArchiveError(f"{where}.{key}: expected {kinds[0].__name__}, got {value!r}")
-    return value
+        return False
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ArchiveError(f"{where}.{key}: expected true or false, got {value!r}")
 
 
-def _effects(raw: Any, where: str) -> list[dict[str, Any]] | None:
-    if raw is None:
-        return None
+def _no_constant(value: str) -> float:
+    raise ValueError(f"{value} is not valid JSON")
+
+
+def _chain(raw: Any, where: str) -> list[dict[str, Any]] | None:
     if isinstance(raw, str):  # the database keeps it as JSON text
         try:
-            raw = json.loads(raw)
+            raw = json.loads(raw, parse_constant=_no_constant)
         except ValueError:
-            raise ArchiveError(f"{where}: effects_chain is not valid JSON") from None
-        if raw is None:
-            return None
-    if not isinstance(raw, list):
-        raise ArchiveError(f"{where}: effects_chain must be a list, got {raw!r}")
-    chain = []
-    for i, effect in enumerate(raw):
-        spot = f"{where}.effects_chain[{i}]"
-        enabled = effect.get("enabled", True) if isinstance(effect, dict) else True
-        if not isinstance(enabled, bool):
-            raise ArchiveError(f"{spot}.enabled: expected true or false, got {enabled!r}")
-        chain.append(
-            {
-                "type": _get(effect, "type", (str,), spot),
-                "enabled": enabled,
-                "params": _get(effect, "params", (dict,), spot, required=False) or {},
-            }
-        )
-    return chain
+            raise ArchiveError(f"{where}: not valid JSON") from None
+    return effects_chain(raw, where)
 
 
 def make_record(
@@ -73,60 +55,65 @@ def make_record(
 ) -> dict[str, Any]:
     """A sidecar record from voicebox's fields; versions carry ``audio_path`` (where the audio
     is: an archive entry or a file) and are measured later."""
-    created = parse_time(_get(generation, "created_at", (str,), where), f"{where}.created_at")
+    generation_id = field(generation, "id", (str,), where)
+    created = parse_time(field(generation, "created_at", (str,), where), f"{where}.created_at")
+    status = field(generation, "status", (str,), where, required=False) or "completed"
+    status = "generating" if status == "pending" else status  # voicebox's word for it
+    if status not in STATUSES:
+        raise ArchiveError(f"{where}.status: {status!r} is not one voicebox writes")
+    profile_id = id_field(generation, "profile_id", where, required=False)
+    if profile is not None:
+        profile_id = profile_id or id_field(profile, "id", f"{where}.profile")
+    if profile_id is None:
+        raise ArchiveError(f"{where}: no profile id")
     record: dict[str, Any] = {
-        "id": _get(generation, "id", (str,), where),
-        "profile_id": _get(generation, "profile_id", (str,), where, required=False)
-        or (profile or {}).get("id"),
-        "text": _get(generation, "text", (str,), where),
-        "language": _get(generation, "language", (str,), where, required=False) or "en",
-        "seed": _get(generation, "seed", (int,), where, required=False),
-        "instruct": _get(generation, "instruct", (str,), where, required=False),
-        "engine": _get(generation, "engine", (str,), where, required=False),
-        "model_size": _get(generation, "model_size", (str,), where, required=False),
-        # voicebox says 'pending' for what is still being generated
-        "status": {"pending": "generating", None: "completed"}.get(
-            generation.get("status"), generation.get("status")
-        ),
-        "error": _get(generation, "error", (str,), where, required=False),
-        "is_favorited": bool(generation.get("is_favorited") or False),
+        "id": generation_id,
+        "profile_id": profile_id,
+        "text": field(generation, "text", (str,), where),
+        "language": field(generation, "language", (str,), where, required=False) or "en",
+        "seed": field(generation, "seed", (int,), where, required=False),
+        "instruct": field(generation, "instruct", (str,), where, required=False),
+        "engine": field(generation, "engine", (str,), where, required=False),
+        "model_size": field(generation, "model_size", (str,), where, required=False),
+        "status": status,
+        "error": field(generation, "error", (str,), where, required=False),
+        "is_favorited": _flag(generation, "is_favorited", where),
         "created_at": created,
         "updated_at": created,
-        "host_duration": _get(generation, "duration", (int, float), where, required=False),
-        "profile_name": (profile or {}).get("name"),
+        "host_duration": field(generation, "duration", (float, int), where, required=False),
+        "profile_name": None,
         "extra": {},
         "origin_library_id": ORIGIN,
-        "origin_id": generation["id"],
+        "origin_id": None,
         "profile": None,
         "versions": [],
     }
-    if record["profile_id"] is None:
-        raise ArchiveError(f"{where}: no profile id")
-    if record["status"] not in STATUSES:
-        raise ArchiveError(f"{where}: status {record['status']!r} is not one voicebox writes")
+    record["origin_id"] = record["id"]
     if profile is not None:
+        spot = f"{where}.profile"
         record["profile"] = {
-            "id": _get(profile, "id", (str,), f"{where}.profile"),
-            "name": _get(profile, "name", (str,), f"{where}.profile"),
-            "description": _get(profile, "description", (str,), f"{where}.profile", required=False),
-            "language": _get(profile, "language", (str,), f"{where}.profile", required=False),
+            "id": id_field(profile, "id", spot),
+            "name": field(profile, "name", (str,), spot),
+            "description": field(profile, "description", (str,), spot, required=False),
+            "language": field(profile, "language", (str,), spot, required=False),
             "extra": {},
             "created_at": created,
             "updated_at": created,
         }
+        record["profile_name"] = record["profile"]["name"]
     for i, raw in enumerate(versions):
         spot = f"{where}.versions[{i}]"
         record["versions"].append(
             {
-                "id": _get(raw, "id", (str,), spot),
-                "label": _get(raw, "label", (str,), spot, required=False),
+                "id": id_field(raw, "id", spot),
+                "label": field(raw, "label", (str,), spot, required=False),
                 "audio_path": raw["audio_path"],
-                "effects_chain": _effects(raw.get("effects_chain"), spot),
-                "is_default": bool(raw.get("is_default")),
+                "effects_chain": _chain(raw.get("effects_chain"), f"{spot}.effects_chain"),
+                "is_default": _flag(raw, "is_default", spot),
                 "created_at": parse_time(raw["created_at"], f"{spot}.created_at")
                 if raw.get("created_at")
                 else created,
-                "source_version_id": raw.get("source_version_id"),
+                "source_version_id": id_field(raw, "source_version_id", spot, required=False),
             }
         )
     ids = [v["id"] for v in record["versions"]]
@@ -141,12 +128,13 @@ def make_record(
 
 def record_from_manifest(manifest: dict[str, Any], name: str) -> dict[str, Any]:
     where = f"{name}: manifest"
-    versions = _get(manifest, "versions", (list,), where, required=False) or []
+    versions = field(manifest, "versions", (list,), where, required=False) or []
     for i, version in enumerate(versions):
-        filename = _get(version, "filename", (str,), f"{where}.versions[{i}]")
+        filename = field(version, "filename", (str,), f"{where}.versions[{i}]")
         version["audio_path"] = f"{AUDIO_DIR}/{filename}"
-    profile = _get(manifest, "profile", (dict,), where, required=False)
-    record = make_record(_get(manifest, "generation", (dict,), where), profile, versions, where)
+    profile = field(manifest, "profile", (dict,), where, required=False)
+    generation = field(manifest, "generation", (dict,), where)
+    record = make_record(generation, profile, versions, f"{where}.generation")
     if not record["versions"]:
         raise ArchiveError(f"{where}: has no versions, so no audio to import")
     return record
@@ -189,15 +177,19 @@ def read_data_dir(data_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
         )
         for version in raw_versions:
             version["audio_path"] = str(data_dir / version["audio_path"]) if version.get("audio_path") else None
-            version["is_default"] = bool(version.get("is_default"))
         try:
-            if generation.get("status") == "failed":
+            without_audio = generation.get("status") in ("failed", "pending")
+            if without_audio:  # nothing was generated, whatever paths the row still holds
                 raw_versions = []
-            missing = [v["audio_path"] or "(none)" for v in raw_versions if not v["audio_path"] or not Path(v["audio_path"]).is_file()]
+            missing = [
+                v["audio_path"] or "(none)"
+                for v in raw_versions
+                if not v["audio_path"] or not Path(v["audio_path"]).is_file()
+            ]
             if missing:
                 problems.append({"id": generation["id"], "reason": f"audio missing: {', '.join(missing)}"})
                 continue
-            if generation.get("status") not in ("failed",) and not raw_versions:
+            if not without_audio and not raw_versions:
                 problems.append({"id": generation["id"], "reason": "no audio recorded"})
                 continue
             record = make_record(generation, profiles.get(generation.get("profile_id")), raw_versions, where)

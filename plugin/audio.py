@@ -93,7 +93,9 @@ def _decode(path: Path, name: str) -> sf._SoundFileInfo:
         with sf.SoundFile(str(path)) as f:
             decoded = sum(len(block) for block in f.blocks(blocksize=65536))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise InvalidAudioError(f"audio {name} does not decode: {exc}") from None
+        # libsndfile's own words, without the temp file's name its message carries
+        reason = getattr(exc, "error_string", None) or "not audio soundfile can read"
+        raise InvalidAudioError(f"audio {name} does not decode: {reason}") from None
     if info.frames == 0 or decoded == 0:
         raise InvalidAudioError(f"audio {name} holds no samples")
     return info
