@@ -103,13 +103,13 @@ class History:
         """Delete generations (sidecar and every audio file). All ids are checked first: if one
         is unknown, nothing is deleted."""
         ids = list(dict.fromkeys(generation_ids))
-        sidecars = {i: self.plugin.store.sidecar_of(i) for i in ids}
-        missing = [i for i, path in sidecars.items() if path is None]
+        sidecars = {i: self.plugin.store.sidecars_of(i) for i in ids}
+        missing = [i for i, paths in sidecars.items() if not paths]
         if missing:
             raise NotFoundError(f"generation(s) not found: {', '.join(missing)}")
         for generation_id in ids:
             self.hook.tts_history_generation_deleted(generation_id=generation_id)
-        self._refresh(sidecars.values())
+        self._refresh(path for paths in sidecars.values() for path in paths)
         return ids
 
     def favorite(self, generation_id: str, value: bool | None = None) -> bool:

@@ -108,7 +108,8 @@ def tts_history_favorite_set(generation_id: str, is_favorited: bool) -> None:
 
 @hookspec
 def tts_history_generation_deleted(generation_id: str) -> None:
-    """The host deleted ``generation_id``: its sidecar and every audio file of it are removed.
+    """The host deleted ``generation_id``: its sidecar and every audio file of it are removed,
+    and so are conflict copies of the sidecar that sync tools left, with their audio.
 
     A person's explicit delete is not subject to :func:`tts_history_protect_generation`; that
     hook guards automatic removal only. Deleting an id that is not recorded does nothing.

@@ -47,6 +47,7 @@ class Index:
         self.path = Path(path).expanduser().resolve() if path else default_index_path(self.library)
         self.db = Database.for_path(self.path)
         self._ready = False
+        self._empty = False  # tables made by this object and never filled yet
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -68,6 +69,7 @@ class Index:
             with self.db.write() as con:
                 if not self._matches(con):
                     tables.create(con, str(self.library.root), self.library.library_id())
+                    self._empty = True
             self._ready = True
 
     def _matches(self, con: duckdb.DuckDBPyConnection) -> bool:
@@ -91,8 +93,12 @@ class Index:
         """Apply the difference between the folder and the index (``full``: re-read every
         sidecar; ``within``: only these relative paths, files or folders)."""
         self._ensure()
+        if self._empty:  # a new index: nothing to limit the work to
+            within = None
         try:
-            return sync(self.library, self.db, full=full, within=within, progress=progress)
+            report = sync(self.library, self.db, full=full, within=within, progress=progress)
+            self._empty = False
+            return report
         except (IndexCorruptError, duckdb.Error) as exc:
             if isinstance(exc, duckdb.Error) and is_lock_error(exc):
                 raise
@@ -100,7 +106,9 @@ class Index:
             self._delete_files()
             self._ready = False
             self._ensure()
-            return sync(self.library, self.db, full=False, within=None, progress=progress)
+            report = sync(self.library, self.db, progress=progress)
+            self._empty = False
+            return report
 
     def rebuild(self, *, progress: Callable[[int, int], None] | None = None) -> SyncReport:
         """Throw the index away and build it again from the folder."""
@@ -118,6 +126,8 @@ class Index:
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
         self._ensure()
+        if self._empty:  # just (re)created, e.g. after an upgrade: never answer from nothing
+            self.sync()
         with self.db.read() as con:
             yield con
 

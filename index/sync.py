@@ -18,14 +18,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..library import Library, SidecarError, schema, sidecar_identity
+from ..library import Library, SidecarError, is_audio_name, schema, sidecar_identity
 from ..library.atomic import TEMP_SUFFIX
 from ..library.layout import GENERATIONS_DIR, PROFILES_DIR
 from .connection import Database
 from .text import normalize
 
 BATCH = 5000  # sidecars per write transaction: readers get in between
-RACY_NS = 3_000_000_000  # a clock or file system may be this coarse
+RACY_NS = 2_000_000_000  # a file system clock may be this coarse (FAT: 2 s)
 
 
 @dataclass
@@ -55,31 +55,33 @@ def ignored(name: str) -> bool:
 _KINDS = {GENERATIONS_DIR: "generation", PROFILES_DIR: "profile"}
 
 
+# What a file's stat says, all of it compared: a sync tool can rewrite a file with the same
+# size and reset its mtime, but a rename into place gives a new inode, and no tool can set ctime.
+STAT_COLUMNS = {"size": "st_size", "mtime_ns": "st_mtime_ns", "ino": "st_ino", "ctime_ns": "st_ctime_ns"}
+
+
 def scan(library: Library, within: Iterable[str] | None = None) -> pa.Table:
-    """Every file of the library that the index tracks: path, kind, size, mtime_ns.
+    """Every file of the library that the index tracks: path, kind, and STAT_COLUMNS.
 
     ``within``: relative paths (files or folders, present or not) to look at instead of the
     whole library, as a watcher's events name them.
     """
-    paths: list[str] = []
-    kinds: list[str] = []
-    sizes: list[int] = []
-    mtimes: list[int] = []
+    columns: dict[str, list] = {"path": [], "kind": [], **{name: [] for name in STAT_COLUMNS}}
 
     def add(relative: str, name: str, sidecar_kind: str, st: os.stat_result) -> None:
         identity = sidecar_identity(name)
         if identity is None:
-            if sidecar_kind != "generation":
-                return
+            if sidecar_kind != "generation" or not is_audio_name(name):
+                return  # desktop.ini, Thumbs.db, an audio file's conflict copy: not ours
             kind = "audio"
         elif identity[1] and sidecar_kind == "profile":
             kind = "profile_copy"  # listed as a conflict, never indexed as a profile
         else:
             kind = sidecar_kind  # a generation's conflict copy is indexed beside its original
-        paths.append(relative)
-        kinds.append(kind)
-        sizes.append(st.st_size)
-        mtimes.append(st.st_mtime_ns)
+        columns["path"].append(relative)
+        columns["kind"].append(kind)
+        for column, attribute in STAT_COLUMNS.items():
+            columns[column].append(getattr(st, attribute))
 
     def walk(folder: Path, prefix: str, sidecar_kind: str) -> None:
         try:
@@ -118,10 +120,9 @@ def scan(library: Library, within: Iterable[str] | None = None) -> pa.Table:
                 add(relative, parts[-1], kind, st)
     table = pa.table(
         {
-            "path": pa.array(paths, pa.string()),
-            "kind": pa.array(kinds, pa.string()),
-            "size": pa.array(sizes, pa.int64()),
-            "mtime_ns": pa.array(mtimes, pa.int64()),
+            "path": pa.array(columns["path"], pa.string()),
+            "kind": pa.array(columns["kind"], pa.string()),
+            **{name: pa.array(columns[name], pa.int64()) for name in STAT_COLUMNS},
         }
     )
     return _unique(table)  # a folder and a file inside it may both have been named
@@ -188,7 +189,8 @@ DELETE FROM generation_rows WHERE sidecar_path IN (SELECT path FROM batch_files)
 DELETE FROM version_rows WHERE sidecar_path IN (SELECT path FROM batch_files);
 DELETE FROM profiles WHERE sidecar_path IN (SELECT path FROM batch_files);
 DELETE FROM files WHERE path IN (SELECT path FROM batch_files);
-INSERT INTO files SELECT path, kind, size, mtime_ns, checked_ns, error FROM batch_files WHERE present;
+INSERT INTO files SELECT path, kind, size, mtime_ns, ino, ctime_ns, checked_ns, error
+    FROM batch_files WHERE present;
 INSERT INTO generation_rows BY NAME
     SELECT g.* EXCLUDE (schema_version, versions), false AS shadowed, f.size AS sidecar_bytes,
            NULL AS audio_present
@@ -280,8 +282,9 @@ def sync(
         # So a file whose mtime was within RACY_NS of the scan that recorded it is read again
         # (and counted as updated only if its updated_at differs), as git does with its index.
         condition = "true" if full else (
-            "f.path IS NULL OR f.size <> s.size OR f.mtime_ns <> s.mtime_ns "
-            f"OR s.mtime_ns >= f.checked_ns - {RACY_NS}"
+            "f.path IS NULL OR "
+            + " OR ".join(f"f.{name} <> s.{name}" for name in STAT_COLUMNS)
+            + f" OR s.ctime_ns >= f.checked_ns - {RACY_NS}"
         )
         changed = con.execute(
             f"SELECT s.path, s.kind, f.path IS NOT NULL, f.error IS NOT NULL "
@@ -300,9 +303,7 @@ def sync(
             con.unregister(name)
 
     report = SyncReport(removed=sum(1 for _, kind in removed if kind in ("generation", "profile")))
-    stats = dict(
-        zip(found["path"].to_pylist(), zip(found["size"].to_pylist(), found["mtime_ns"].to_pylist()))
-    )
+    stats = dict(zip(found["path"].to_pylist(), zip(*(found[n].to_pylist() for n in STAT_COLUMNS))))
     kinds = dict(zip(found["path"].to_pylist(), found["kind"].to_pylist()))
     sidecars = [row for row in changed if row[1] in ("generation", "profile")]
     others = [row[0] for row in changed if row[1] not in ("generation", "profile")]
@@ -339,7 +340,7 @@ def sync(
             for path, kind, *_ in part
         ]
         if first:  # removals and audio changes go with the first batch
-            rows += [(path, kind, 0, 0, 0, None, False) for path, kind in removed]
+            rows += [(path, kind, 0, 0, 0, 0, 0, None, False) for path, kind in removed]
             rows += [(path, kinds[path], *stats[path], checked_ns, None, True) for path in others]
             first = False
         _apply(db, rows, tables)
@@ -355,11 +356,10 @@ def _apply(db: Database, rows: Iterable[tuple], tables: dict[str, pa.Table]) -> 
         {
             "path": pa.array([r[0] for r in rows], pa.string()),
             "kind": pa.array([r[1] for r in rows], pa.string()),
-            "size": pa.array([r[2] for r in rows], pa.int64()),
-            "mtime_ns": pa.array([r[3] for r in rows], pa.int64()),
-            "checked_ns": pa.array([r[4] for r in rows], pa.int64()),
-            "error": pa.array([r[5] for r in rows], pa.string()),
-            "present": pa.array([r[6] for r in rows], pa.bool_()),
+            **{name: pa.array([r[2 + i] for r in rows], pa.int64()) for i, name in enumerate(STAT_COLUMNS)},
+            "checked_ns": pa.array([r[6] for r in rows], pa.int64()),
+            "error": pa.array([r[7] for r in rows], pa.string()),
+            "present": pa.array([r[8] for r in rows], pa.bool_()),
         }
     )
     with db.write() as con:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-INDEX_VERSION = "4"
+INDEX_VERSION = "5"
 
 # One row per sidecar file. Several sidecars can carry the same generation id: a sync tool's
 # conflict copy, or a copy left in another day folder. The newest updated_at wins (on a tie the
@@ -22,6 +22,8 @@ CREATE TABLE files (
     kind VARCHAR NOT NULL,          -- 'generation' | 'profile' | 'audio' | 'profile_copy'
     size BIGINT NOT NULL,
     mtime_ns BIGINT NOT NULL,
+    ino BIGINT NOT NULL,
+    ctime_ns BIGINT NOT NULL,
     checked_ns BIGINT NOT NULL,     -- wall clock when the scan that recorded it began
     error VARCHAR                   -- why it could not be read; retried when it changes
 );

@@ -31,6 +31,7 @@ log = logging.getLogger("tts_history.watch")
 _INOTIFY_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 _EVENTS = {"created", "modified", "deleted", "moved", "closed"}  # not opened / closed_no_write
 HEARTBEAT = "watcher.json"
+_PIN_LIMIT = 64  # paths in a batch small enough to apply under one open of the index
 
 
 class _OverflowSpotter(logging.Handler):
@@ -196,11 +197,14 @@ class Watcher:
     def _apply(self, within: set[str] | None, paths: set[str]) -> bool:
         started = time.perf_counter()
         try:
-            if within is None:  # long: let other processes in between its batches
+            if within is None:
                 report = self.index.sync()
+            elif len(within) > _PIN_LIMIT:  # long: other processes get in between its batches
+                report = self.index.sync(within=within, full=True)
             else:  # short: one open of the index for the diff and the apply
                 with self.index.db.pinned():
-                    report = self.index.sync(within=within)
+                    # what an event names is read again whatever its stat says
+                    report = self.index.sync(within=within, full=True)
         except Exception as exc:  # never let one bad batch end the watcher
             log.error("batch of %d path(s) failed, retrying: %s", len(paths), exc)
             with self._lock:

@@ -49,6 +49,18 @@ _CONFLICT = re.compile(
 )
 
 
+def is_audio_name(name: str) -> bool:
+    """True for the name of a version's audio file: ``<generation id>.<version id>.<ext>``."""
+    parts = name.split(".")
+    return (
+        len(parts) == 3
+        and _ID.fullmatch(parts[0]) is not None
+        and _ID.fullmatch(parts[1]) is not None
+        and parts[2].isalnum()
+        and len(parts[2]) <= 8
+    )
+
+
 def sidecar_identity(name: str) -> tuple[str, bool] | None:
     """For the file name of a sidecar: (the id it carries, whether it is a sync tool's conflict
     copy). None for any other file, temp files included."""
@@ -100,6 +112,15 @@ class Library:
         pattern = self.generations / "*" / "*" / "*" / f"{escape(generation_id)}{SIDECAR_SUFFIX}"
         hits = glob(str(pattern))
         return Path(hits[0]) if hits else None
+
+    def copy_folders(self, generation_id: str) -> set[Path]:
+        """Day folders holding a sync tool's conflict copy of ``generation_id``'s sidecar."""
+        if not isinstance(generation_id, str) or not _ID.fullmatch(generation_id):
+            return set()
+        days = self.generations / "*" / "*" / "*"
+        hits = glob(str(days / f"{escape(generation_id)}.sync-conflict-*{SIDECAR_SUFFIX}"))
+        hits += glob(str(days / f"{escape(generation_id)} (*){SIDECAR_SUFFIX}"))
+        return {Path(hit).parent for hit in hits if sidecar_identity(Path(hit).name) == (generation_id, True)}
 
     def relative(self, path: Path) -> str:
         """The portable form stored in sidecars: POSIX separators, relative to the root."""

@@ -7,13 +7,14 @@ and removal goes the other way: sidecar first, then its audio.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..library import Library, SidecarError, schema
+from ..library import Library, SidecarError, schema, sidecar_identity
 from ..library.atomic import fsync_dir
 from ..library.locations import machine_dir
 from ..library.lock import locked
@@ -77,16 +78,36 @@ class Store:
         if before is not None:
             self._unlink(audio_files(before) - audio_files(after))
 
+    def sidecars_of(self, generation_id: str) -> list[Path]:
+        """Every sidecar of ``generation_id``: the original, and the conflict copies that sync
+        tools left beside it (or, with the original gone, wherever they are)."""
+        main = self.sidecar_of(generation_id)
+        found = [] if main is None else [main]
+        folders = {main.parent} if main else self.library.copy_folders(generation_id)
+        for folder in folders:
+            for entry in os.scandir(folder):
+                if sidecar_identity(entry.name) == (generation_id, True):
+                    found.append(Path(entry.path))
+        return found
+
     def remove(self, generation_id: str) -> dict[str, Any] | None:
-        path = self.sidecar_of(generation_id)
-        if path is None:
-            return None
-        record = schema.read_generation(path)
-        path.unlink()
-        fsync_dir(path.parent)  # the sidecar is gone for good before its audio goes
+        """Remove every sidecar of ``generation_id``, then every audio file they name. Returns
+        the record removed (the original's, else a copy's), or None if there was none."""
+        paths = self.sidecars_of(generation_id)
+        records = []
+        for path in paths:
+            try:
+                records.append(schema.read_generation(path, generation_id))
+            except SidecarError:
+                continue  # unreadable: its audio cannot be known, the file still goes
+        for path in paths:
+            path.unlink(missing_ok=True)
+        for folder in {p.parent for p in paths}:
+            fsync_dir(folder)  # the sidecars are gone for good before their audio goes
         self._paths.pop(generation_id, None)
-        self._unlink(audio_files(record))
-        return record
+        for record in records:
+            self._unlink(audio_files(record))
+        return records[0] if records else None
 
     def _unlink(self, relatives: set[str]) -> None:
         for relative in relatives:

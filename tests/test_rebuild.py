@@ -10,6 +10,7 @@ incremental syncs while the library grew must answer exactly as an index built f
 from __future__ import annotations
 
 import os
+import time
 import random
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ import pytest
 from helpers import RATE, tone
 
 from tts_history import Audio, Effect, Generation, Profile, Version, get_plugin_manager, hookimpl
+from tts_history.index.sync import RACY_NS
 from tts_history.index import Filters, Index
 
 N_GENERATIONS = 3000
@@ -377,11 +379,13 @@ def test_second_sync_reports_nothing_changed(built, rebuilt, tmp_path):
 
 
 def _settle(library: Path) -> None:
-    """Give every file of the library an mtime long past, as a sync tool may leave it, so that
-    no sync reads a file again only because it was written moments before the scan."""
+    """Give every file of the library an mtime long past, as a sync tool may leave it, and let
+    its change time (ctime, which nothing can set back) age past the racy window, so that no
+    sync reads a file again only because it changed moments before the scan."""
     for path in library.rglob("*"):
         if path.is_file():
             os.utime(path, ns=(OLD_MTIME_NS, OLD_MTIME_NS))
+    time.sleep(RACY_NS / 1e9 + 0.1)
 
 
 OLD_MTIME_NS = 1_600_000_000 * 10**9  # 2020-09-13
@@ -425,7 +429,10 @@ def test_touched_sidecar_counts_as_unchanged(pm, library, tmp_path, kind):
     report = index.sync()
     assert sidecar.read_bytes() == content
     assert report.as_dict() == {"added": 0, "updated": 0, "removed": 0, "unchanged": 1, "errors": []}
-    # the new mtime is remembered: the next sync has nothing to look at
+    # the new mtime is remembered: once the change is past the racy window and has been read
+    # once more outside it (as git re-checks its racily clean entries), syncs look at nothing
+    time.sleep(RACY_NS / 1e9 + 0.1)
+    assert index.sync().as_dict()["unchanged"] <= 1
     assert index.sync().as_dict()["unchanged"] == 0
     assert index.list() == before
     # a full sync reads everything again, and nothing of it changed either
