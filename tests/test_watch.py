@@ -703,7 +703,7 @@ def same_size_rewrite(source: Path, sidecar: str) -> None:
     text = record_["text"][:-1] + ("B" if record_["text"][-1] != "B" else "C")
     later = record_["updated_at"] + timedelta(seconds=1)
     schema.write_generation(path, {**record_, "text": text, "updated_at": later})
-    if path.stat().st_size != before:  # not AssertionError: the xfail below must not hide it
+    if path.stat().st_size != before:  # the test needs a rewrite of the very same size
         raise RuntimeError(f"the rewrite changed the size: {before} -> {path.stat().st_size}")
 
 
