@@ -227,25 +227,25 @@ def get_generation(
     con: duckdb.DuckDBPyConnection, library: Library, generation_id: str
 ) -> dict[str, Any]:
     """One generation with every recorded field, its versions, and which one is active."""
+    # one round trip: the versions come along as a list of structs
+    versions = ", ".join(f"{f} := v.{f}" for f in _VERSION_FIELDS)
     row = con.execute(
-        f"SELECT {_ITEM_COLUMNS}, {', '.join('g.' + f for f in _DETAIL_FIELDS)} {_FROM} "
-        "WHERE g.id = ? AND NOT g.shadowed",
-        [generation_id],
+        f"SELECT {_ITEM_COLUMNS}, {', '.join('g.' + f for f in _DETAIL_FIELDS)}, "
+        # not correlated with g: DuckDB would join every version row to find them
+        f"(SELECT list(struct_pack({versions}) ORDER BY v.position) FROM version_rows v "
+        f"WHERE v.generation_id = $id AND NOT v.shadowed) {_FROM} "
+        "WHERE g.id = $id AND NOT g.shadowed",
+        {"id": generation_id},
     ).fetchone()
     if row is None:
         raise NotFoundError(f"generation {generation_id!r} not found")
     item = _item(library, row[: len(ITEM_FIELDS)])
-    detail = dict(zip(_DETAIL_FIELDS, row[len(ITEM_FIELDS) :]))
+    detail = dict(zip(_DETAIL_FIELDS, row[len(ITEM_FIELDS) : -1]))
     detail["updated_at"] = iso(detail["updated_at"])
     detail["extra"] = dict(detail["extra"] or {})
     detail["sidecar_path"] = _absolute(library, detail["sidecar_path"])
-    versions = con.execute(
-        f"SELECT {', '.join(_VERSION_FIELDS)} FROM version_rows "
-        "WHERE generation_id = ? AND NOT shadowed ORDER BY position",
-        [generation_id],
-    ).fetchall()
     item.update(detail)
-    item["versions"] = [_version(library, dict(zip(_VERSION_FIELDS, v))) for v in versions]
+    item["versions"] = [_version(library, dict(v)) for v in row[-1] or []]
     return item
 
 

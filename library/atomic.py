@@ -2,6 +2,9 @@
 
 Temp files are hidden and end in ``.tmp``, so no glob for ``*.parquet`` or ``*.wav`` (nor a
 watcher, nor a sync tool told to skip hidden files) ever sees a half-written file.
+
+``TTS_HISTORY_FSYNC=0`` skips the fsyncs: writes stay atomic (a killed process never leaves a
+partial file), but a power cut may lose the last changes. Like SQLite's ``synchronous=OFF``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 TEMP_SUFFIX = ".tmp"
+FSYNC = os.environ.get("TTS_HISTORY_FSYNC", "1") != "0"
 
 
 _TEMP = re.compile(rf"\..+\.[0-9a-f]{{12}}{re.escape(TEMP_SUFFIX)}")
@@ -38,7 +42,7 @@ def stale_temp_files(root: Path, older_than_ns: int) -> Iterator[Path]:
 
 
 def fsync_dir(folder: Path) -> None:
-    if os.name == "nt":  # Windows cannot open a folder for fsync; its renames are durable
+    if os.name == "nt" or not FSYNC:  # Windows cannot open a folder; its renames are durable
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -55,15 +59,19 @@ def write_temp(path: Path, write: Callable[[BinaryIO], None]) -> Path:
         with open(tmp, "xb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if FSYNC:
+                os.fsync(f.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
 
 
-def commit_temp(tmp: Path, path: Path, *, replace: bool = True) -> None:
-    """Move a temp file from :func:`write_temp` into place, durably."""
+def commit_temp(tmp: Path, path: Path, *, replace: bool = True, sync_folder: bool = True) -> None:
+    """Move a temp file from :func:`write_temp` into place, durably. ``sync_folder=False``
+    leaves the folder's fsync to a later commit in the same folder: journaling file systems
+    (ext4, XFS, APFS, NTFS) make renames durable in the order they were made, so that fsync
+    makes this rename durable too, and never the later one without it."""
     try:
         if replace:
             os.replace(tmp, path)
@@ -73,7 +81,8 @@ def commit_temp(tmp: Path, path: Path, *, replace: bool = True) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync_folder:
+        fsync_dir(path.parent)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, replace: bool = True) -> None:

@@ -37,7 +37,8 @@ class PreparedAudio:
     audio_sha256: str
 
     def commit(self, final: Path) -> None:
-        commit_temp(self.tmp, final)
+        # the sidecar written next in the same folder fsyncs it, for both renames
+        commit_temp(self.tmp, final, sync_folder=False)
 
     def discard(self) -> None:
         self.tmp.unlink(missing_ok=True)
