@@ -22,8 +22,8 @@ import duckdb
 
 READ_TIMEOUT = 15.0
 WRITE_TIMEOUT = 60.0
-LINGER = 0.25  # seconds an idle connection stays open for the next query
-MAX_HOLD = 1.0  # seconds a connection may stay open while queries keep coming
+LINGER = 0.1  # seconds an idle connection stays open for the next query
+MAX_HOLD = 0.5  # seconds a connection may stay open while queries keep coming
 
 
 class IndexBusyError(RuntimeError):
