@@ -159,8 +159,9 @@ class Database:
         if time.monotonic() - self._opened_at >= MAX_HOLD:
             self._close()
             return
+        # Not a daemon: at exit the interpreter waits the moment it takes to close the file,
+        # instead of killing the thread inside DuckDB (which aborts the process).
         self._closer = threading.Timer(LINGER, self._close_lingering)
-        self._closer.daemon = True
         self._closer.start()
 
     def _close_lingering(self) -> None:

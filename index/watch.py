@@ -9,6 +9,7 @@ whole folder when an overflow is reported and every ``reconcile_every`` seconds.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -110,11 +111,16 @@ class Watcher:
         self._thread.start()
         self._write_heartbeat()
         self._idle.set()
+        # a host that exits without stop(): the batch thread must not die inside DuckDB
+        atexit.register(self.stop)
         log.info("watching %s (%s)", self.root, "polling" if self.polling else "events")
         return self
 
     def stop(self) -> None:
         """Stop following events, finish the batch under way, checkpoint the index."""
+        atexit.unregister(self.stop)
+        if self._stopping.is_set():
+            return
         if self._observer is not None:
             self._observer.stop()
             self._observer.join()
