@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from tts_history.library import open_library, schema
+from tts_history.library import atomic, open_library, schema
 
 from . import data
 from .baseline import Baseline, row_of
@@ -94,15 +94,10 @@ def _groups(n: int) -> int:
 
 def _fast_writes() -> None:
     """In a bulk-writer process: the product's own sidecar writer, minus the fsyncs a live
-    write pays (setup is not measured, and a crash only means generating again). Whatever
-    ``library.schema`` writes, byte for byte, is what the generated library holds."""
-
-    def write_plain(path: Path, write: Callable[[BinaryIO], None], *, replace: bool = True) -> None:
-        with open(path, "wb") as f:
-            write(f)
-
-    if hasattr(schema, "atomic_write"):
-        schema.atomic_write = write_plain  # the name schema's _write calls
+    write pays (setup is not measured, and a crash only means generating again): the switch
+    TTS_HISTORY_FSYNC=0 sets. Whatever ``library.schema`` writes, byte for byte, is what the
+    generated library holds."""
+    atomic.FSYNC = False
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,7 +1,7 @@
 """Reconciling the index with the library folder: scan, diff, load what changed, apply.
 
 The folder is walked (cheap: names and stat only), the walk is compared with the ``files``
-table inside DuckDB, only new or changed sidecars are read (in parallel, each on its own so one
+table inside DuckDB, only new or changed sidecars are read (each on its own, so one
 bad file never fails the rest), and the difference is applied in batches, each in one short
 write transaction so that readers in other processes get in between.
 """

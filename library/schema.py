@@ -124,11 +124,6 @@ def _write(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
     atomic_write(path, write)
 
 
-def generation_table(records: list[dict[str, Any]]) -> pa.Table:
-    rows = [{**r, "schema_version": SCHEMA_VERSION} for r in records]
-    return pa.Table.from_pylist(rows, schema=GENERATION_SCHEMA)
-
-
 def write_generation(path: Path, record: dict[str, Any]) -> None:
     _write(path, [{**record, "schema_version": SCHEMA_VERSION}], GENERATION_SCHEMA)
 

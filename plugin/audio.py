@@ -40,9 +40,6 @@ class PreparedAudio:
         # the sidecar written next in the same folder fsyncs it, for both renames
         commit_temp(self.tmp, final, sync_folder=False)
 
-    def discard(self) -> None:
-        self.tmp.unlink(missing_ok=True)
-
     def facts(self) -> dict:
         return {
             "duration": self.duration,

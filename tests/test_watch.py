@@ -636,8 +636,9 @@ def test_a_corrupt_sidecar_is_reported_skipped_and_retried_and_the_watcher_lives
     day = (target / sidecars[good[0].id]).parent
     folder = day.relative_to(target).as_posix()
     other = schema.read_generation(source / sidecars[good[1].id])
-    future = schema.generation_table([{**other, "id": "4-future"}])
-    future = future.set_column(0, "schema_version", pa.array([99], pa.int16()))
+    future = pa.Table.from_pylist(
+        [{**other, "id": "4-future", "schema_version": 99}], schema=schema.GENERATION_SCHEMA
+    )
     truncated = (source / sidecars[good[2].id]).read_bytes()
     bad = {
         "0-garbage": b"this is not parquet at all",
