@@ -380,10 +380,14 @@ def queries(index: Index, baseline: Baseline, n: int, cfg: Config) -> list[dict[
         )]
     random.Random(n).shuffle(ids)
     deep = _deep(n)
+    cursor = index.list(limit=1, offset=deep - 1)["next_cursor"] if deep else None
     specs: list[tuple[str, str, Callable[[int], Any], Callable[[int], Any]]] = [
         ("list_first", "list, first page (50)", lambda i: index.list(limit=50),
          lambda i: baseline.list_generations(limit=50)),
         ("list_deep", f"list, deep page (offset {deep:,})", lambda i: index.list(limit=50, offset=deep),
+         lambda i: baseline.list_generations(limit=50, offset=deep)),
+        ("list_cursor", f"list, deep page by cursor (after {deep:,}; baseline: its offset page)",
+         lambda i: index.list(limit=50, cursor=cursor),
          lambda i: baseline.list_generations(limit=50, offset=deep)),
         ("get", "get by id", lambda i: index.get(ids[i % len(ids)]),
          lambda i: baseline.get_generation(ids[i % len(ids)])),
@@ -399,12 +403,14 @@ def queries(index: Index, baseline: Baseline, n: int, cfg: Config) -> list[dict[
         )
     specs.append(("stats", "stats", lambda i: index.stats(), lambda i: baseline.get_generation_stats()))
     out = []
+    goal_keys = {"list_cursor": "list_deep"}  # the same page, reached as a client pages
     for key, label, ours_fn, base_fn in specs:
         base = summary(repeat(base_fn, reps=cfg.reps, budget=cfg.budget))
         ours = summary(repeat(ours_fn, reps=cfg.reps, budget=cfg.budget))
         with index.reading():  # the process keeps its read connection open across calls
             held = summary(repeat(ours_fn, reps=cfg.reps, budget=cfg.budget))
-        out.append(figure(key, label, n, "ms", ours, base, "back-to-back calls through Index as shipped (its own connection handling)"))
+        out.append(figure(key, label, n, "ms", ours, base, "back-to-back calls through Index as shipped (its own connection handling)",
+                          goal_key=goal_keys.get(key)))
         out.append(
             figure(
                 key + "_held",
@@ -442,12 +448,17 @@ def incremental_sync(library, index: Index, n: int, cfg: Config) -> list[dict[st
 
     index.sync()
     unchanged = repeat(lambda i: index.sync(), reps=cfg.sync_reps, budget=60, warmup=0, min_reps=2)
-    full, targeted, updated = [], [], []
+    full, every, targeted, updated = [], [], [], []
     for _ in range(cfg.sync_reps):
         change()
         t0 = time.perf_counter()
         report = index.sync()
         full.append(time.perf_counter() - t0)
+        updated.append(report.updated)
+        change()
+        t0 = time.perf_counter()
+        report = index.sync(every_file=True)
+        every.append(time.perf_counter() - t0)
         updated.append(report.updated)
         change()
         t0 = time.perf_counter()
@@ -459,6 +470,8 @@ def incremental_sync(library, index: Index, n: int, cfg: Config) -> list[dict[st
     return [
         figure("sync_one_change", "incremental sync, one sidecar changed (`tts-history sync`)", n, "ms",
                summary(full), note=note),
+        figure("sync_every_file", "incremental sync, one sidecar changed, every file compared (`sync --every-file`)",
+               n, "ms", summary(every)),
         figure("sync_nothing", "incremental sync, nothing changed", n, "ms", summary(unchanged)),
         figure("sync_within", "targeted sync of the changed day folder (watcher, History)", n, "ms",
                summary(targeted)),

@@ -126,15 +126,29 @@ def info(ctx: Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.option(
+    "--every-file",
+    is_flag=True,
+    help="Compare every file, not only those in folders that changed (after files were "
+    "written over in place, e.g. by cp).",
+)
 @click.option("--full", is_flag=True, help="Re-read every sidecar, not only those that changed.")
 @click.option("--rebuild", is_flag=True, help="Delete the index and build it again from the folder.")
 @json_option
 @pass_ctx
-def sync(ctx: Context, full: bool, rebuild: bool, as_json: bool) -> None:
-    """Bring the index in step with the library folder."""
+def sync(ctx: Context, every_file: bool, full: bool, rebuild: bool, as_json: bool) -> None:
+    """Bring the index in step with the library folder.
+
+    Only folders whose own time changed are listed: files are added, renamed into place and
+    removed by every sync tool, and each of those changes its folder.
+    """
     index = ctx.history().index
     with progress_bar("Reading sidecars", threshold=1000) as update:
-        report = index.rebuild(progress=update) if rebuild else index.sync(full=full, progress=update)
+        report = (
+            index.rebuild(progress=update)
+            if rebuild
+            else index.sync(full=full, every_file=every_file, progress=update)
+        )
     if as_json:
         echo_json(report.as_dict())
     else:

@@ -87,16 +87,21 @@ class Index:
         self,
         *,
         full: bool = False,
+        every_file: bool = False,
         within: Iterable[str] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> SyncReport:
-        """Apply the difference between the folder and the index (``full``: re-read every
-        sidecar; ``within``: only these relative paths, files or folders)."""
+        """Apply the difference between the folder and the index. Folders whose own stat has
+        not changed are not listed again; ``every_file``: compare every file's stat (after files
+        were rewritten in place); ``full``: re-read every sidecar; ``within``: only these
+        relative paths, files or folders."""
         self._ensure()
         if self._empty:  # a new index: nothing to limit the work to
             within = None
         try:
-            report = sync(self.library, self.db, full=full, within=within, progress=progress)
+            report = sync(
+                self.library, self.db, full=full, every_file=every_file, within=within, progress=progress
+            )
             self._empty = False
             return report
         except (IndexCorruptError, duckdb.Error) as exc:
@@ -183,8 +188,7 @@ class Index:
                 WHERE f.kind = 'audio' AND f.mtime_ns < ?
                   AND f.path NOT IN (SELECT audio_path FROM version_rows WHERE audio_path IS NOT NULL)
                   AND NOT EXISTS (
-                      SELECT 1 FROM files e WHERE e.error IS NOT NULL
-                      AND parse_dirpath(e.path) = parse_dirpath(f.path))
+                      SELECT 1 FROM files e WHERE e.error IS NOT NULL AND e.folder = f.folder)
                 ORDER BY f.path
                 """,
                 [older_than_ns],

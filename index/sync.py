@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..library import Library, SidecarError, is_audio_name, schema, sidecar_identity
 from ..library.atomic import TEMP_SUFFIX
@@ -58,17 +59,39 @@ _KINDS = {GENERATIONS_DIR: "generation", PROFILES_DIR: "profile"}
 # What a file's stat says, all of it compared: a sync tool can rewrite a file with the same
 # size and reset its mtime, but a rename into place gives a new inode, and no tool can set ctime.
 STAT_COLUMNS = {"size": "st_size", "mtime_ns": "st_mtime_ns", "ino": "st_ino", "ctime_ns": "st_ctime_ns"}
+# A folder's own stat changes whenever an entry is added, removed or renamed in it (and its
+# ctime whenever a tool sets its mtime back): an unchanged folder holds the files it held.
+FOLDER_COLUMNS = {"mtime_ns": "st_mtime_ns", "ctime_ns": "st_ctime_ns", "ino": "st_ino"}
+_CHUNK = 20_000  # files per Arrow batch while walking: a large walk holds no Python lists
 
 
-def scan(library: Library, within: Iterable[str] | None = None) -> pa.Table:
-    """Every file of the library that the index tracks: path, kind, and STAT_COLUMNS.
+@dataclass
+class Scan:
+    """What a walk of the library found."""
 
-    ``within``: relative paths (files or folders, present or not) to look at instead of the
-    whole library, as a watcher's events name them.
-    """
-    columns: dict[str, list] = {"path": [], "kind": [], **{name: [] for name in STAT_COLUMNS}}
+    files: pa.Table  # path, folder, kind and STAT_COLUMNS of every file looked at
+    listed: pa.Table  # folders listed whole: path and FOLDER_COLUMNS
+    gone: list[str] = field(default_factory=list)  # known folders that are no longer there
+    whole: bool = False  # every folder was listed: a file not found is gone
 
-    def add(relative: str, name: str, sidecar_kind: str, st: os.stat_result) -> None:
+
+class _Walk:
+    def __init__(self, library: Library) -> None:
+        self.root = library.root
+        self.batches: list[pa.RecordBatch] = []
+        self.columns: dict[str, list] = {}
+        self.listed: dict[str, list] = {"path": [], **{name: [] for name in FOLDER_COLUMNS}}
+        self._clear()
+
+    def _clear(self) -> None:
+        self.columns = {"path": [], "folder": [], "kind": [], **{name: [] for name in STAT_COLUMNS}}
+
+    def _flush(self) -> None:
+        if self.columns["path"]:
+            self.batches.append(pa.RecordBatch.from_pydict(self.columns, schema=_SCAN_SCHEMA))
+            self._clear()
+
+    def add(self, relative: str, folder: str, name: str, sidecar_kind: str, st: os.stat_result) -> None:
         identity = sidecar_identity(name)
         if identity is None:
             if sidecar_kind != "generation" or not is_audio_name(name):
@@ -78,54 +101,132 @@ def scan(library: Library, within: Iterable[str] | None = None) -> pa.Table:
             kind = "profile_copy"  # listed as a conflict, never indexed as a profile
         else:
             kind = sidecar_kind  # a generation's conflict copy is indexed beside its original
+        columns = self.columns
         columns["path"].append(relative)
+        columns["folder"].append(folder)
         columns["kind"].append(kind)
         for column, attribute in STAT_COLUMNS.items():
             columns[column].append(getattr(st, attribute))
+        if len(columns["path"]) >= _CHUNK:
+            self._flush()
 
-    def walk(folder: Path, prefix: str, sidecar_kind: str) -> None:
+    def list_folder(self, relative: str, sidecar_kind: str, st: os.stat_result) -> list[tuple[str, os.stat_result]]:
+        """Record the folder's files (its stat, taken before listing, with it) and return its
+        subfolders with their stats."""
+        self.listed["path"].append(relative)
+        for column, attribute in FOLDER_COLUMNS.items():
+            self.listed[column].append(getattr(st, attribute))
         try:
-            entries = list(os.scandir(folder))
+            entries = list(os.scandir(self.root / relative))
         except (FileNotFoundError, NotADirectoryError):
-            return
+            return []
+        subfolders = []
         for entry in entries:
             if ignored(entry.name):
                 continue
-            relative = f"{prefix}/{entry.name}"
+            child = f"{relative}/{entry.name}"
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    walk(Path(entry.path), relative, sidecar_kind)
+                    subfolders.append((child, entry.stat(follow_symlinks=False)))
                 elif entry.is_file(follow_symlinks=False):
-                    add(relative, entry.name, sidecar_kind, entry.stat(follow_symlinks=False))
+                    self.add(child, relative, entry.name, sidecar_kind, entry.stat(follow_symlinks=False))
             except FileNotFoundError:  # removed while we walked
                 continue
+        return subfolders
 
-    if within is None:
-        for top, kind in _KINDS.items():
-            walk(library.root / top, top, kind)
-    else:
+    def walk(self, relative: str, sidecar_kind: str, st: os.stat_result) -> None:
+        """This folder and everything below it."""
+        for child, child_st in self.list_folder(relative, sidecar_kind, st):
+            self.walk(child, sidecar_kind, child_st)
+
+    def result(self, gone: list[str], whole: bool) -> Scan:
+        self._flush()
+        files = pa.Table.from_batches(self.batches, schema=_SCAN_SCHEMA)
+        listed = pa.table(
+            {"path": pa.array(self.listed["path"], pa.string()),
+             **{name: pa.array(self.listed[name], pa.int64()) for name in FOLDER_COLUMNS}}
+        )
+        return Scan(files, listed, gone, whole)
+
+
+_SCAN_SCHEMA = pa.schema(
+    [("path", pa.string()), ("folder", pa.string()), ("kind", pa.string())]
+    + [(name, pa.int64()) for name in STAT_COLUMNS]
+)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        st = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st
+
+
+def scan(
+    library: Library,
+    within: Iterable[str] | None = None,
+    known: dict[str, tuple[int, int, int, int]] | None = None,
+) -> Scan:
+    """Walk the library: every file the index tracks, with its stat.
+
+    ``known``: the folders the last walk listed, as (FOLDER_COLUMNS..., checked_ns) by path. A
+    folder whose stat is the same, and was not changing while it was listed, is not listed
+    again: its files are the ones recorded. Its known subfolders are still looked at.
+
+    ``within``: relative paths (files or folders, present or not) to look at instead, as a
+    watcher's events name them; named folders are walked whole.
+    """
+    walk = _Walk(library)
+    if within is not None:
         for relative in sorted(set(within)):
             parts = relative.split("/")
             kind = _KINDS.get(parts[0])
             if kind is None or any(ignored(part) for part in parts):
                 continue
-            path = library.absolute(relative)
-            try:
-                st = path.lstat()
-            except (FileNotFoundError, NotADirectoryError):
+            st = _lstat(library.absolute(relative))
+            if st is None:
                 continue
             if stat.S_ISDIR(st.st_mode):
-                walk(path, relative, kind)
+                walk.walk(relative, kind, st)
             elif stat.S_ISREG(st.st_mode) and len(parts) > 1:
-                add(relative, parts[-1], kind, st)
-    table = pa.table(
-        {
-            "path": pa.array(columns["path"], pa.string()),
-            "kind": pa.array(columns["kind"], pa.string()),
-            **{name: pa.array(columns[name], pa.int64()) for name in STAT_COLUMNS},
-        }
-    )
-    return _unique(table)  # a folder and a file inside it may both have been named
+                walk.add(relative, "/".join(parts[:-1]), parts[-1], kind, st)
+        found = walk.result([], False)
+        # a folder and a file inside it may both have been named; and the folders walked for
+        # them are not recorded as listed: named paths say nothing of their folders' other files
+        return Scan(_unique(found.files), found.listed.slice(0, 0))
+
+    known = known or {}
+    children: dict[str, list[str]] = {}
+    for path in known:
+        if "/" in path:
+            children.setdefault(path.rsplit("/", 1)[0], []).append(path)
+    gone: list[str] = []
+
+    def visit(relative: str, kind: str, st: os.stat_result) -> None:
+        recorded = known.get(relative)
+        current = tuple(getattr(st, a) for a in FOLDER_COLUMNS.values())
+        if recorded is not None and recorded[:3] == current and st.st_ctime_ns < recorded[3] - RACY_NS:
+            for child in children.get(relative, []):
+                child_st = _lstat(library.absolute(child))
+                if child_st is None or not stat.S_ISDIR(child_st.st_mode):
+                    gone.append(child)  # only while the walk runs: its parent changed too
+                else:
+                    visit(child, kind, child_st)
+            return
+        subfolders = walk.list_folder(relative, kind, st)
+        found = {child for child, _ in subfolders}
+        gone.extend(child for child in children.get(relative, []) if child not in found)
+        for child, child_st in subfolders:
+            visit(child, kind, child_st)
+
+    for top, kind in _KINDS.items():
+        st = _lstat(library.root / top)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            visit(top, kind, st)
+        elif top in known:
+            gone.append(top)
+    return walk.result(gone, whole=not known)
 
 
 def _unique(table: pa.Table) -> pa.Table:
@@ -189,7 +290,7 @@ DELETE FROM generation_rows WHERE sidecar_path IN (SELECT path FROM batch_files)
 DELETE FROM version_rows WHERE sidecar_path IN (SELECT path FROM batch_files);
 DELETE FROM profiles WHERE sidecar_path IN (SELECT path FROM batch_files);
 DELETE FROM files WHERE path IN (SELECT path FROM batch_files);
-INSERT INTO files SELECT path, kind, size, mtime_ns, ino, ctime_ns, checked_ns, error
+INSERT INTO files SELECT path, folder, kind, size, mtime_ns, ino, ctime_ns, checked_ns, error
     FROM batch_files WHERE present;
 INSERT INTO generation_rows BY NAME
     SELECT g.* EXCLUDE (schema_version, versions), false AS shadowed, f.size AS sidecar_bytes,
@@ -253,30 +354,50 @@ def sync(
     db: Database,
     *,
     full: bool = False,
+    every_file: bool = False,
     within: Iterable[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SyncReport:
-    """Bring the index in step with the folder; ``full`` re-reads every sidecar.
+    """Bring the index in step with the folder.
 
-    ``within`` limits the work to these relative paths (files or folders, present or gone);
+    Folders whose own stat has not changed since the last sync are not listed again (see
+    ``scan``): a file rewritten in place, without a rename, is seen by a watcher's events or
+    by ``every_file``, which lists every folder and compares every file's stat. ``full`` also
+    reads every sidecar again. ``within`` limits the work to these relative paths (files or
+    folders, present or gone), read again whatever their stat says when ``full``.
     ``progress(done, total)`` is called as sidecars are read.
     """
     checked_ns = time.time_ns()
-    found = scan(library, within)
+    known = None
+    if within is None and not (full or every_file):
+        with db.read() as con:
+            known = {
+                path: tuple(rest)
+                for path, *rest in con.execute(
+                    f"SELECT path, {', '.join(FOLDER_COLUMNS)}, checked_ns FROM folders"
+                ).fetchall()
+            }
+    found = scan(library, within, known)
     with db.read() as con:
-        con.register("scan", found)
-        removed_sql = "SELECT f.path, f.kind FROM files f ANTI JOIN scan s ON s.path = f.path"
+        con.register("scan", found.files)
+        removed_sql = "SELECT f.path, f.kind, f.folder FROM files f ANTI JOIN scan s ON s.path = f.path"
         if within is not None:
             # Named paths that are gone, and everything below named folders that are gone.
             # Library folders have no dot in their names; files always do.
             named = sorted(set(within))
             folders = [p.rstrip("/") + "/" for p in named if "." not in p.rsplit("/", 1)[-1]]
             con.register("named", pa.table({"p": pa.array(named, pa.string())}))
-            con.register("folders", pa.table({"p": pa.array(folders, pa.string())}))
+            con.register("below", pa.table({"p": pa.array(folders, pa.string())}))
             removed_sql += (
                 " WHERE f.path IN (SELECT p FROM named)"
-                " OR EXISTS (SELECT 1 FROM folders d WHERE starts_with(f.path, d.p))"
+                " OR EXISTS (SELECT 1 FROM below d WHERE starts_with(f.path, d.p))"
             )
+        elif not found.whole:  # files of the folders listed, and everything below gone ones
+            con.register("listed", found.listed)
+            con.register("below", pa.table({"p": pa.array([g + "/" for g in found.gone], pa.string())}))
+            removed_sql += " WHERE f.folder IN (SELECT path FROM listed)"
+            if found.gone:
+                removed_sql += " OR EXISTS (SELECT 1 FROM below d WHERE starts_with(f.path, d.p))"
         # Size and mtime alone are not trusted: a sync tool can replace a file with one of the
         # same size and reset the mtime, and coarse clocks (FAT, network drives) repeat it.
         # So a file whose mtime was within RACY_NS of the scan that recorded it is read again
@@ -286,39 +407,46 @@ def sync(
             + " OR ".join(f"f.{name} <> s.{name}" for name in STAT_COLUMNS)
             + f" OR s.ctime_ns >= f.checked_ns - {RACY_NS}"
         )
-        changed = con.execute(
-            f"SELECT s.path, s.kind, f.path IS NOT NULL, f.error IS NOT NULL "
+        changed = con.sql(
+            f"SELECT s.*, f.path IS NOT NULL AS known, f.error IS NOT NULL AS had_error "
             f"FROM scan s LEFT JOIN files f ON f.path = s.path WHERE {condition} ORDER BY s.path"
-        ).fetchall()
+        ).to_arrow_table()
         removed = con.execute(removed_sql).fetchall()
-        known_updated = dict(
-            con.execute(
-                "SELECT sidecar_path, updated_at FROM generation_rows "
-                "WHERE sidecar_path IN (SELECT path FROM scan) "
-                "UNION ALL SELECT sidecar_path, updated_at FROM profiles "
-                "WHERE sidecar_path IN (SELECT path FROM scan)"
-            ).fetchall()
-        ) if changed else {}
-        for name in ("scan", "named", "folders"):
+        for name in ("scan", "named", "below", "listed"):
             con.unregister(name)
 
-    report = SyncReport(removed=sum(1 for _, kind in removed if kind in ("generation", "profile")))
-    stats = dict(zip(found["path"].to_pylist(), zip(*(found[n].to_pylist() for n in STAT_COLUMNS))))
-    kinds = dict(zip(found["path"].to_pylist(), found["kind"].to_pylist()))
-    sidecars = [row for row in changed if row[1] in ("generation", "profile")]
-    others = [row[0] for row in changed if row[1] not in ("generation", "profile")]
-
-    if not sidecars and not removed and not others:
+    report = SyncReport(removed=sum(1 for _, kind, _ in removed if kind in _SIDECAR_KINDS))
+    is_sidecar = pc.is_in(changed["kind"], value_set=pa.array(_SIDECAR_KINDS))
+    sidecars = changed.filter(is_sidecar)
+    others = changed.filter(pc.invert(is_sidecar))  # audio files, profile conflict copies
+    folders = found if within is None and (found.listed.num_rows or found.gone) else None
+    if not sidecars.num_rows and not removed and not others.num_rows and folders is None:
         return report
 
-    total = len(sidecars)
-    done = 0
-    first = True
-    for start in range(0, max(total, 1), BATCH):
-        part = sidecars[start : start + BATCH]
-        tables, errors = _load(library, [p for p, *_ in part], [k for _, k, *_ in part])
+    total = sidecars.num_rows
+    starts = range(0, max(total, 1), BATCH)
+    for start in starts:
+        part = sidecars.slice(start, BATCH)
+        paths = part["path"].to_pylist()
+        tables, errors = _load(library, paths, part["kind"].to_pylist())
         report.errors.extend(errors)
         failed = dict(errors)
+        files = _file_rows(part, checked_ns, [failed.get(p) for p in paths], present=True)
+        if start == 0:  # removals and audio changes go with the first batch
+            gone = pa.table(
+                {
+                    "path": pa.array([r[0] for r in removed], pa.string()),
+                    "folder": pa.array([r[2] for r in removed], pa.string()),
+                    "kind": pa.array([r[1] for r in removed], pa.string()),
+                    **{name: pa.array([0] * len(removed), pa.int64()) for name in STAT_COLUMNS},
+                }
+            )
+            files = pa.concat_tables(
+                [files, _file_rows(others, checked_ns, [None] * others.num_rows, present=True),
+                 _file_rows(gone, checked_ns, [None] * len(removed), present=False)]
+            )
+        last = start == starts[-1]
+        before = _apply(db, files, tables, (folders, checked_ns) if last and folders else None)
         updated_at = {
             path: when
             for table in tables.values()
@@ -326,48 +454,60 @@ def sync(
                 table.column("sidecar_path").to_pylist(), table.column("updated_at").to_pylist()
             )
         }
-        for path, kind, was_known, had_error in part:
+        for path, was_known, had_error in zip(paths, part["known"].to_pylist(), part["had_error"].to_pylist()):
             if path in failed:
                 continue
             if not was_known:
                 report.added += 1
-            elif had_error or known_updated.get(path) != updated_at.get(path):
+            elif had_error or before.get(path) != updated_at.get(path):
                 report.updated += 1
             else:
                 report.unchanged += 1
-        rows = [
-            (path, kind, *stats[path], checked_ns, failed.get(path), True)
-            for path, kind, *_ in part
-        ]
-        if first:  # removals and audio changes go with the first batch
-            rows += [(path, kind, 0, 0, 0, 0, 0, None, False) for path, kind in removed]
-            rows += [(path, kinds[path], *stats[path], checked_ns, None, True) for path in others]
-            first = False
-        _apply(db, rows, tables)
-        done += len(part)
         if progress is not None:
-            progress(done, total)
+            progress(start + part.num_rows, total)
     return report
 
 
-def _apply(db: Database, rows: Iterable[tuple], tables: dict[str, pa.Table]) -> None:
-    rows = list(rows)
-    files = pa.table(
+_SIDECAR_KINDS = ["generation", "profile"]
+
+
+def _file_rows(found: pa.Table, checked_ns: int, errors: list[str | None], *, present: bool) -> pa.Table:
+    """Rows for the ``files`` table from walk rows; ``present`` false: rows to remove."""
+    n = found.num_rows
+    return pa.table(
         {
-            "path": pa.array([r[0] for r in rows], pa.string()),
-            "kind": pa.array([r[1] for r in rows], pa.string()),
-            **{name: pa.array([r[2 + i] for r in rows], pa.int64()) for i, name in enumerate(STAT_COLUMNS)},
-            "checked_ns": pa.array([r[6] for r in rows], pa.int64()),
-            "error": pa.array([r[7] for r in rows], pa.string()),
-            "present": pa.array([r[8] for r in rows], pa.bool_()),
+            "path": found["path"],
+            "folder": found["folder"],
+            "kind": found["kind"],
+            **{name: found[name] for name in STAT_COLUMNS},
+            "checked_ns": pa.array([checked_ns] * n, pa.int64()),
+            "error": pa.array(errors, pa.string()),
+            "present": pa.array([present] * n, pa.bool_()),
         }
     )
+
+
+def _apply(
+    db: Database,
+    files: pa.Table,
+    tables: dict[str, pa.Table],
+    folders: tuple[Scan, int] | None,
+) -> dict[str, Any]:
+    """Apply one batch in one transaction; returns the updated_at the batch's sidecars had."""
     with db.write() as con:
         con.register("batch_files", files)
         con.register("batch_generations", tables["generation"])
         con.register("batch_profiles", tables["profile"])
         con.execute("BEGIN")
         try:
+            before = dict(
+                con.execute(
+                    "SELECT sidecar_path, updated_at FROM generation_rows "
+                    "WHERE sidecar_path IN (SELECT path FROM batch_files) "
+                    "UNION ALL SELECT sidecar_path, updated_at FROM profiles "
+                    "WHERE sidecar_path IN (SELECT path FROM batch_files)"
+                ).fetchall()
+            )
             # ids whose rows change: their old rows (about to go) and their new ones
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE batch_ids AS "
@@ -381,10 +521,28 @@ def _apply(db: Database, rows: Iterable[tuple], tables: dict[str, pa.Table]) -> 
             con.execute(_APPLY)
             con.execute(_SHADOW)
             con.execute(_AUDIO)
+            if folders is not None:  # last: a sync that dies before this lists them again
+                _record_folders(con, *folders)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
         finally:
-            for name in ("batch_files", "batch_generations", "batch_profiles"):
+            for name in ("batch_files", "batch_generations", "batch_profiles", "batch_listed", "batch_gone"):
                 con.unregister(name)
+    return before
+
+
+def _record_folders(con: Any, found: Scan, checked_ns: int) -> None:
+    con.register("batch_listed", found.listed)
+    con.register("batch_gone", pa.table({"p": pa.array(found.gone, pa.string())}))
+    if found.whole:
+        con.execute("DELETE FROM folders")
+    else:
+        con.execute(
+            "DELETE FROM folders WHERE path IN (SELECT path FROM batch_listed) "
+            "OR EXISTS (SELECT 1 FROM batch_gone g WHERE path = g.p OR starts_with(path, g.p || '/'))"
+        )
+    con.execute(
+        f"INSERT INTO folders SELECT path, {', '.join(FOLDER_COLUMNS)}, ? FROM batch_listed", [checked_ns]
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-INDEX_VERSION = "5"
+INDEX_VERSION = "6"
 
 # One row per sidecar file. Several sidecars can carry the same generation id: a sync tool's
 # conflict copy, or a copy left in another day folder. The newest updated_at wins (on a tie the
@@ -19,6 +19,7 @@ _DDL = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE files (
     path VARCHAR NOT NULL,          -- sidecar path, relative to the library root
+    folder VARCHAR NOT NULL,        -- the folder it is in
     kind VARCHAR NOT NULL,          -- 'generation' | 'profile' | 'audio' | 'profile_copy'
     size BIGINT NOT NULL,
     mtime_ns BIGINT NOT NULL,
@@ -26,6 +27,14 @@ CREATE TABLE files (
     ctime_ns BIGINT NOT NULL,
     checked_ns BIGINT NOT NULL,     -- wall clock when the scan that recorded it began
     error VARCHAR                   -- why it could not be read; retried when it changes
+);
+-- Folders as the last sync listed them: one whose stat is the same holds the same files.
+CREATE TABLE folders (
+    path VARCHAR NOT NULL,
+    mtime_ns BIGINT NOT NULL,
+    ctime_ns BIGINT NOT NULL,
+    ino BIGINT NOT NULL,
+    checked_ns BIGINT NOT NULL
 );
 CREATE TABLE generation_rows (
     sidecar_path VARCHAR NOT NULL,
@@ -57,7 +66,8 @@ CREATE TABLE generation_rows (
     origin_library_id VARCHAR,
     origin_id VARCHAR,
     sidecar_bytes BIGINT NOT NULL,
-    search_text VARCHAR NOT NULL,
+    -- scanned whole by every search: uncompressed, since decompressing it costs more than the scan
+    search_text VARCHAR NOT NULL USING COMPRESSION uncompressed,
     audio_present BOOLEAN
 );
 CREATE TABLE version_rows (
@@ -89,6 +99,9 @@ CREATE TABLE profiles (
     updated_at TIMESTAMPTZ NOT NULL,
     sidecar_path VARCHAR NOT NULL
 );
+-- point lookups (get, a generation's versions) instead of scanning every row
+CREATE INDEX generation_rows_id ON generation_rows (id);
+CREATE INDEX version_rows_generation ON version_rows (generation_id);
 CREATE VIEW generations AS
     SELECT * EXCLUDE (shadowed, conflict_copy, search_text) FROM generation_rows WHERE NOT shadowed;
 CREATE VIEW versions AS

@@ -4,7 +4,8 @@ The watcher is an accelerator; the scan is the guarantee. Events only say *where
 each batch re-reads just those paths with the same reconcile as ``sync``, so a lost, duplicated
 or out-of-order event can never make the index wrong, only late. inotify loses events in bursts
 (the kernel queue overflows) and network drives give none, so the watcher also reconciles the
-whole folder when an overflow is reported and every ``reconcile_every`` seconds.
+whole folder every ``reconcile_every`` seconds (the folders that changed, as ``sync`` does) and
+when an overflow is reported (every file: lost events may have been writes in place).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class _OverflowSpotter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if "overflow" in record.getMessage().lower():
-            self.watcher.request_reconcile("the kernel's event queue overflowed")
+            # lost events may have been writes in place, which no folder's stat shows
+            self.watcher.request_reconcile("the kernel's event queue overflowed", every_file=True)
 
 
 class _Events(FileSystemEventHandler):
@@ -64,7 +66,7 @@ class Watcher:
     :param polling: poll instead of using OS events (network drives, which send none).
     :param poll_interval: seconds between polls.
     :param debounce: seconds to let a burst of events gather into one batch.
-    :param reconcile_every: seconds between full reconciles (None: never, not advised).
+    :param reconcile_every: seconds between reconciles of the whole library (None: never, not advised).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Watcher:
         self.reconciles = 0
         self._pending: set[str] = set()
         self._reconcile_reason: str | None = None
+        self._reconcile_every_file = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -160,9 +163,11 @@ class Watcher:
                 self._idle.clear()
             self._wake.set()
 
-    def request_reconcile(self, reason: str) -> None:
+    def request_reconcile(self, reason: str, *, every_file: bool = False) -> None:
+        """Reconcile the whole library soon: the folders that changed, or ``every_file``."""
         with self._lock:
             self._reconcile_reason = reason
+            self._reconcile_every_file |= every_file
             self._idle.clear()
         self._wake.set()
 
@@ -186,9 +191,10 @@ class Watcher:
             with self._lock:
                 paths, self._pending = self._pending, set()
                 reason, self._reconcile_reason = self._reconcile_reason, None
+                every_file, self._reconcile_every_file = self._reconcile_every_file, False
             if reason is not None:
                 log.info("reconciling the whole library: %s", reason)
-                if self._apply(None, paths):
+                if self._apply(None, paths, every_file):
                     self.reconciles += 1
                     next_reconcile = self._next_reconcile()
             elif paths:
@@ -200,11 +206,11 @@ class Watcher:
     def _next_reconcile(self) -> float | None:
         return None if self.reconcile_every is None else time.monotonic() + self.reconcile_every
 
-    def _apply(self, within: set[str] | None, paths: set[str]) -> bool:
+    def _apply(self, within: set[str] | None, paths: set[str], every_file: bool = False) -> bool:
         started = time.perf_counter()
         try:
             if within is None:
-                report = self.index.sync()
+                report = self.index.sync(every_file=every_file)
             elif len(within) > _PIN_LIMIT:  # long: other processes get in between its batches
                 report = self.index.sync(within=within, full=True)
             else:  # short: one open of the index for the diff and the apply
@@ -217,6 +223,7 @@ class Watcher:
                 self._pending |= paths
                 if within is None:
                     self._reconcile_reason = self._reconcile_reason or "retry after a failure"
+                    self._reconcile_every_file |= every_file
             self._stopping.wait(1.0)
             self._wake.set()
             return False

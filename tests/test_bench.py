@@ -22,6 +22,7 @@ FIGURES = {
     "rebuild_rss": False,
     "list_first": True,
     "list_deep": True,
+    "list_cursor": True,
     "get": True,
     "search_rare_word": True,
     "search_common_word": True,
@@ -29,6 +30,7 @@ FIGURES = {
     "search_no_match": True,
     "stats": True,
     "sync_one_change": False,
+    "sync_every_file": False,
     "sync_nothing": False,
     "sync_within": False,
     "freshness": False,
@@ -40,7 +42,7 @@ FIGURES = {
     "archive_import_rss": False,
 }
 WITH_GOAL = {
-    "host_record", "rebuild", "sync_one_change", "list_first", "list_deep", "get", "stats",
+    "host_record", "rebuild", "sync_one_change", "list_first", "list_deep", "list_cursor", "get", "stats",
     "search_rare_word", "search_common_word", "search_two_words", "search_no_match",
     "freshness", "watcher_rss", "archive_export", "archive_import", "archive_export_rss",
     "archive_import_rss",

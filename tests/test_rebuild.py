@@ -25,6 +25,7 @@ from helpers import RATE, tone
 from tts_history import Audio, Effect, Generation, Profile, Version, get_plugin_manager, hookimpl
 from tts_history.index.sync import RACY_NS
 from tts_history.index import Filters, Index
+from tts_history.library import schema
 
 N_GENERATIONS = 3000
 PHASE_ONE = 1000  # the next 2,000 reach the index incrementally: more than one sync batch
@@ -414,10 +415,7 @@ def test_second_sync_of_settled_library_reads_nothing(pm, library, tmp_path):
 
 @pytest.mark.parametrize("kind", ["generation", "profile"])
 def test_touched_sidecar_counts_as_unchanged(pm, library, tmp_path, kind):
-    _small_library(pm)
-    _settle(library)
-    index = Index(library, tmp_path / "index.duckdb")
-    index.sync()
+    index = _settled_index(pm, library, tmp_path)
     before = index.list()
     sidecar = (
         Path(index.get("g1")["sidecar_path"]) if kind == "generation" else library / "profiles" / "bob.parquet"
@@ -426,18 +424,114 @@ def test_touched_sidecar_counts_as_unchanged(pm, library, tmp_path, kind):
     touched_ns = OLD_MTIME_NS + 86_400 * 10**9
     os.utime(sidecar, ns=(touched_ns, touched_ns))
 
-    report = index.sync()
+    # its folder did not change, so a sync does not list it again
+    assert index.sync().as_dict() == {"added": 0, "updated": 0, "removed": 0, "unchanged": 0, "errors": []}
+    report = index.sync(every_file=True)
     assert sidecar.read_bytes() == content
     assert report.as_dict() == {"added": 0, "updated": 0, "removed": 0, "unchanged": 1, "errors": []}
     # the new mtime is remembered: once the change is past the racy window and has been read
     # once more outside it (as git re-checks its racily clean entries), syncs look at nothing
     time.sleep(RACY_NS / 1e9 + 0.1)
-    assert index.sync().as_dict()["unchanged"] <= 1
-    assert index.sync().as_dict()["unchanged"] == 0
+    assert index.sync(every_file=True).as_dict()["unchanged"] <= 1
+    assert index.sync(every_file=True).as_dict()["unchanged"] == 0
     assert index.list() == before
     # a full sync reads everything again, and nothing of it changed either
     full = index.sync(full=True)
     assert (full.added, full.updated, full.removed, full.unchanged) == (0, 0, 0, 3)
+
+
+def _settled_index(pm, library: Path, tmp_path: Path) -> Index:
+    """The small library, settled, and an index synced with it."""
+    _small_library(pm)
+    _settle(library)
+    index = Index(library, tmp_path / "index.duckdb")
+    index.sync()
+    return index
+
+
+def _rewrite_in_place(sidecar: Path, scratch: Path, **changes) -> None:
+    """What a tool that opens the file and writes over it does: same inode, same folder."""
+    record = schema.read_row(sidecar, "generation")
+    record.update(changes)
+    fresh = scratch / "fresh.parquet"
+    schema.write_generation(fresh, record)
+    data = fresh.read_bytes()
+    fresh.unlink()
+    with open(sidecar, "r+b") as f:
+        f.write(data)
+        f.truncate()
+
+
+def test_sync_lists_only_changed_folders_and_every_file_sees_writes_in_place(pm, library, tmp_path):
+    index = _settled_index(pm, library, tmp_path)
+    sidecar = Path(index.get("g1")["sidecar_path"])
+    ino = sidecar.stat().st_ino
+    _rewrite_in_place(sidecar, tmp_path, is_favorited=True, updated_at=datetime.now(timezone.utc))
+    assert sidecar.stat().st_ino == ino
+
+    # a write in place leaves the folder as it was: a sync trusts it, as documented
+    assert index.sync().as_dict() == {"added": 0, "updated": 0, "removed": 0, "unchanged": 0, "errors": []}
+    assert index.get("g1")["is_favorited"] is False
+    report = index.sync(every_file=True)
+    assert (report.added, report.updated, report.removed) == (0, 1, 0)
+    assert index.get("g1")["is_favorited"] is True
+
+    # the plugin (and every sync tool) replaces files by renaming: the folder changes
+    pm.hook.tts_history_favorite_set(generation_id="g2", is_favorited=True)
+    report = index.sync()
+    assert (report.added, report.updated, report.removed) == (0, 1, 0)
+    assert index.get("g2")["is_favorited"] is True
+
+
+def test_sync_notices_a_folder_whose_time_was_set_back(pm, library, tmp_path):
+    index = _settled_index(pm, library, tmp_path)
+    sidecar = Path(index.get("g1")["sidecar_path"])
+    folder = sidecar.parent
+    before = folder.stat()
+    shutil.copy(sidecar, folder / f"{sidecar.stem}.sync-conflict-20260101-000000-ABCDEFG.parquet")
+    os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))  # as rsync -t leaves it
+    assert folder.stat().st_mtime_ns == before.st_mtime_ns
+    index.sync()
+    assert len(index.conflicts()) == 1
+
+
+def test_sync_follows_folders_added_moved_and_removed(pm, library, tmp_path):
+    _small_library(pm)
+    old_day = datetime(2025, 1, 2, tzinfo=timezone.utc)
+    pm.hook.tts_history_generation_completed(
+        generation=Generation(id="g3", profile_id="bob", text="old one", created_at=old_day),
+        audio=Audio.from_samples(tone(0.05), RATE),
+    )
+    _settle(library)
+    index = Index(library, tmp_path / "index.duckdb")
+    index.sync()
+    assert index.list()["total"] == 3
+    old_folder = Path(index.get("g3")["sidecar_path"]).parent
+    today_folder = Path(index.get("g1")["sidecar_path"]).parent
+
+    # a whole day folder moved elsewhere in the tree: gone from one place, found in the other
+    moved = library / "generations" / "2024" / "12" / "31"
+    moved.parent.mkdir(parents=True)
+    old_folder.rename(moved)
+    report = index.sync()
+    assert (report.added, report.removed) == (1, 1)
+    assert index.get("g3")["sidecar_path"].startswith(str(moved))
+
+    # a year removed whole
+    shutil.rmtree(library / "generations" / "2024")
+    report = index.sync()
+    assert report.removed == 1
+    assert index.list()["total"] == 2
+    # and the day folder of today emptied
+    for path in today_folder.iterdir():
+        path.unlink()
+    report = index.sync()
+    assert report.removed == 2
+    assert index.list()["total"] == 0
+    assert index.sql("SELECT count(*) FROM files WHERE kind = 'audio'")[1] == [(0,)]
+    # an index built from nothing agrees
+    fresh = Index(library, tmp_path / "fresh.duckdb")
+    assert fresh.list() == index.list() and fresh.stats() == index.stats()
 
 
 def test_touched_sidecar_in_large_library_counts_as_unchanged(built, rebuilt, tmp_path):
@@ -450,7 +544,7 @@ def test_touched_sidecar_in_large_library_counts_as_unchanged(built, rebuilt, tm
     stat = sidecar.stat()
     os.utime(sidecar, ns=(OLD_MTIME_NS, OLD_MTIME_NS))
     try:
-        report = index.sync()
+        report = index.sync(every_file=True)
         assert sidecar.read_bytes() == content
         assert (report.added, report.updated, report.removed, report.errors) == (0, 0, 0, [])
         assert report.unchanged >= 1
