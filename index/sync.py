@@ -19,11 +19,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..library import Library, SidecarError, is_audio_name, schema, sidecar_identity
+from ..library import Library, is_audio_name, sidecar_identity
 from ..library.atomic import TEMP_SUFFIX
 from ..library.layout import GENERATIONS_DIR, PROFILES_DIR
 from .connection import Database
-from .text import normalize
+from .reading import HELPER_MIN, Reader
 
 BATCH = 5000  # sidecars per write transaction: readers get in between
 RACY_NS = 2_000_000_000  # a file system clock may be this coarse (FAT: 2 s)
@@ -237,54 +237,6 @@ def _unique(table: pa.Table) -> pa.Table:
     return table.take(first)
 
 
-def _read_one(library: Library, path: str, kind: str) -> dict[str, Any] | SidecarError:
-    identity = sidecar_identity(path.rsplit("/", 1)[-1])
-    try:
-        row = schema.read_row(library.absolute(path), kind, identity and identity[0])
-    except SidecarError as exc:
-        return SidecarError(path, exc.reason)
-    row["sidecar_path"] = path
-    if kind == "generation":
-        row["search_text"] = normalize(row["text"])
-        row["conflict_copy"] = bool(identity and identity[1])
-    return row
-
-
-_EXTRA_COLUMNS = {
-    "generation": [("sidecar_path", pa.string()), ("search_text", pa.string()), ("conflict_copy", pa.bool_())],
-    "profile": [("sidecar_path", pa.string())],
-}
-_BATCH_SCHEMAS = {
-    "generation": schema.GENERATION_SCHEMA,
-    "profile": schema.PROFILE_SCHEMA,
-}
-
-
-def _load(
-    library: Library, paths: list[str], kinds: list[str]
-) -> tuple[dict[str, pa.Table], list[tuple[str, str]]]:
-    """Read sidecars into one table per kind, with their paths; errors as (path, reason).
-
-    One by one: a sidecar's footer record costs ~0.1 ms of Python, which threads would only
-    slow down (the GIL) and processes could not repay at these sizes."""
-    rows: dict[str, list[dict[str, Any]]] = {"generation": [], "profile": []}
-    errors: list[tuple[str, str]] = []
-    for path, kind, result in zip(
-        paths, kinds, (_read_one(library, path, kind) for path, kind in zip(paths, kinds))
-    ):
-        if isinstance(result, SidecarError):
-            errors.append((path, result.reason))
-        else:
-            rows[kind].append(result)
-    tables = {}
-    for kind, found in rows.items():
-        batch_schema = _BATCH_SCHEMAS[kind]
-        for name, kind_type in _EXTRA_COLUMNS[kind]:
-            batch_schema = batch_schema.append(pa.field(name, kind_type))
-        tables[kind] = pa.Table.from_pylist(found, schema=batch_schema)
-    return tables, errors
-
-
 _APPLY = """
 DELETE FROM generation_rows WHERE sidecar_path IN (SELECT path FROM batch_files);
 DELETE FROM version_rows WHERE sidecar_path IN (SELECT path FROM batch_files);
@@ -424,11 +376,29 @@ def sync(
         return report
 
     total = sidecars.num_rows
+    with Reader(str(library.root), helper=total >= HELPER_MIN) as reader:
+        _apply_batches(db, reader, report, sidecars, others, removed, folders, checked_ns, progress)
+    return report
+
+
+def _apply_batches(
+    db: Database,
+    reader: Reader,
+    report: SyncReport,
+    sidecars: pa.Table,
+    others: pa.Table,
+    removed: list[tuple[str, str, str]],
+    folders: Scan | None,
+    checked_ns: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Read the changed sidecars and apply them, batch by batch, counting into ``report``."""
+    total = sidecars.num_rows
     starts = range(0, max(total, 1), BATCH)
     for start in starts:
         part = sidecars.slice(start, BATCH)
         paths = part["path"].to_pylist()
-        tables, errors = _load(library, paths, part["kind"].to_pylist())
+        tables, errors = reader.load(paths, part["kind"].to_pylist())
         report.errors.extend(errors)
         failed = dict(errors)
         files = _file_rows(part, checked_ns, [failed.get(p) for p in paths], present=True)
@@ -465,7 +435,6 @@ def sync(
                 report.unchanged += 1
         if progress is not None:
             progress(start + part.num_rows, total)
-    return report
 
 
 _SIDECAR_KINDS = ["generation", "profile"]

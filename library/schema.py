@@ -167,40 +167,90 @@ def _from_json(path: Path | str, data: bytes, kind: str) -> dict[str, Any] | Non
         raise SidecarError(path, "its footer record is not valid JSON") from None
     if not isinstance(row, dict) or row.get("schema_version") != SCHEMA_VERSION:
         return None
-    for field in _SCHEMAS[kind]:
-        row[field.name] = _typed(path, field, row.get(field.name), field.name)
+    for name, convert in _CONVERTERS[kind]:
+        row[name] = convert(path, row.get(name), name)
     return row
 
 
-def _typed(path: Path | str, field: pa.Field, value: Any, where: str) -> Any:
-    """``value`` as the Python value of ``field``'s type, or SidecarError naming it."""
+_Convert = Callable[[Any, Any, str], Any]  # (path, value, where) -> the typed value
+
+
+def _wrong(path: Path | str, where: str, value: Any) -> SidecarError:
+    return SidecarError(path, f"field {where} has the wrong type ({value!r})")
+
+
+def _converter(field: pa.Field) -> _Convert:
+    """A function giving a JSON value as the Python value of ``field``'s type, or raising
+    SidecarError naming it. Built once per field: a rebuild converts millions of values."""
     kind = field.type
-    if value is None:
-        if not field.nullable:
-            raise SidecarError(path, f"required field {where} is null")
-        return None
-    if pa.types.is_timestamp(kind) and isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value).astimezone(timezone.utc)
-        except ValueError:
-            pass
-    elif pa.types.is_string(kind) and isinstance(value, str):
-        return value
-    elif pa.types.is_boolean(kind) and isinstance(value, bool):
-        return value
-    elif pa.types.is_integer(kind) and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    elif pa.types.is_floating(kind) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    elif pa.types.is_map(kind) and isinstance(value, dict):
-        if all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            return value
-    elif pa.types.is_list(kind) and isinstance(value, list):
-        item = kind.value_field
-        return [_typed(path, item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    elif pa.types.is_struct(kind) and isinstance(value, dict):
-        return {f.name: _typed(path, f, value.get(f.name), f"{where}.{f.name}") for f in kind}
-    raise SidecarError(path, f"field {where} has the wrong type ({value!r})")
+    nullable = field.nullable
+    check: _Convert
+    if pa.types.is_timestamp(kind):
+
+        def check(path: Any, value: Any, where: str) -> Any:
+            if isinstance(value, str):
+                try:
+                    return datetime.fromisoformat(value).astimezone(timezone.utc)
+                except ValueError:
+                    pass
+            raise _wrong(path, where, value)
+
+    elif pa.types.is_string(kind) or pa.types.is_boolean(kind):
+        expected = str if pa.types.is_string(kind) else bool
+
+        def check(path: Any, value: Any, where: str) -> Any:
+            if isinstance(value, expected):
+                return value
+            raise _wrong(path, where, value)
+
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        accepted = int if pa.types.is_integer(kind) else (int, float)
+        cast = int if pa.types.is_integer(kind) else float
+
+        def check(path: Any, value: Any, where: str) -> Any:
+            if isinstance(value, accepted) and not isinstance(value, bool):
+                return cast(value)
+            raise _wrong(path, where, value)
+
+    elif pa.types.is_map(kind):
+
+        def check(path: Any, value: Any, where: str) -> Any:
+            if isinstance(value, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                return value
+            raise _wrong(path, where, value)
+
+    elif pa.types.is_list(kind):
+        item = _converter(kind.value_field)
+
+        def check(path: Any, value: Any, where: str) -> Any:
+            if isinstance(value, list):
+                return [item(path, v, f"{where}[{i}]") for i, v in enumerate(value)]
+            raise _wrong(path, where, value)
+
+    elif pa.types.is_struct(kind):
+        members = [(f.name, _converter(f)) for f in kind]
+
+        def check(path: Any, value: Any, where: str) -> Any:
+            if isinstance(value, dict):
+                return {name: convert(path, value.get(name), f"{where}.{name}") for name, convert in members}
+            raise _wrong(path, where, value)
+
+    else:  # pragma: no cover - a schema change without a converter
+        raise TypeError(f"no JSON conversion for {field}")
+
+    def convert(path: Any, value: Any, where: str) -> Any:
+        if value is None:
+            if not nullable:
+                raise SidecarError(path, f"required field {where} is null")
+            return None
+        return check(path, value, where)
+
+    return convert
+
+
+_CONVERTERS = {kind: [(f.name, _converter(f)) for f in schema] for kind, schema in _SCHEMAS.items()}
 
 
 def _from_row(path: Path | str, buffer: pa.BufferReader, kind: str) -> pa.Table:

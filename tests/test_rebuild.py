@@ -9,6 +9,7 @@ incremental syncs while the library grew must answer exactly as an index built f
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 import random
@@ -23,6 +24,7 @@ import pytest
 from helpers import RATE, tone
 
 from tts_history import Audio, Effect, Generation, Profile, Version, get_plugin_manager, hookimpl
+from tts_history.index import reading
 from tts_history.index.sync import RACY_NS
 from tts_history.index import Filters, Index
 from tts_history.library import schema
@@ -362,6 +364,26 @@ def test_full_sync_and_rebuild_give_identical_answers(built, rebuilt, tmp_path):
     _assert_same(expected, collect(index, result))
 
     report = index.rebuild()
+    assert report.added == result.sidecars
+    assert (report.updated, report.removed, report.errors) == (0, 0, [])
+    _assert_same(expected, collect(index, result))
+
+
+def test_rebuild_with_a_helper_process_gives_identical_answers(built, tmp_path, monkeypatch):
+    result, _, expected = built
+    started = []
+    real_popen = reading.subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(args)
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr(reading.subprocess, "Popen", popen)
+    # the module, which the package's sync function hides
+    monkeypatch.setattr(importlib.import_module("tts_history.index.sync"), "HELPER_MIN", 1)
+    index = Index(result.library, tmp_path / "index.duckdb")
+    report = index.sync()
+    assert len(started) == 1
     assert report.added == result.sidecars
     assert (report.updated, report.removed, report.errors) == (0, 0, [])
     _assert_same(expected, collect(index, result))

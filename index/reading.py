@@ -1,0 +1,157 @@
+"""Reading sidecars into Arrow tables for the index, in this process and, for large syncs, in a
+helper process beside it.
+
+A sidecar's record costs ~0.1 ms of Python (the footer's JSON, its types checked), and the GIL
+keeps threads from sharing that work. A rebuild of a large library therefore hands half of each
+batch to a helper process: a plain ``python -c`` running :func:`serve`, not multiprocessing,
+which would run a host application's main module again in the child. If the
+helper cannot start or dies, its share is read here: it only ever makes a sync faster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+
+from ..library import SidecarError, schema, sidecar_identity
+from .text import normalize
+
+log = logging.getLogger("tts_history.index")
+
+HELPER_MIN = 4000  # sidecars to read before a helper process pays for its start (~0.3 s)
+
+_EXTRA_COLUMNS = {
+    "generation": [("sidecar_path", pa.string()), ("search_text", pa.string()), ("conflict_copy", pa.bool_())],
+    "profile": [("sidecar_path", pa.string())],
+}
+_BATCH_SCHEMAS = {
+    kind: pa.schema(list(base) + [pa.field(name, type_) for name, type_ in _EXTRA_COLUMNS[kind]])
+    for kind, base in (("generation", schema.GENERATION_SCHEMA), ("profile", schema.PROFILE_SCHEMA))
+}
+
+Loaded = tuple[dict[str, pa.Table], list[tuple[str, str]]]
+
+
+def _read_one(root: str, path: str, kind: str) -> dict[str, Any] | SidecarError:
+    identity = sidecar_identity(path.rsplit("/", 1)[-1])
+    try:
+        # a plain string: building a Path costs as much as parsing the record's dates
+        row = schema.read_row(f"{root}/{path}", kind, identity and identity[0])
+    except SidecarError as exc:
+        return SidecarError(path, exc.reason)
+    row["sidecar_path"] = path
+    if kind == "generation":
+        row["search_text"] = normalize(row["text"])
+        row["conflict_copy"] = bool(identity and identity[1])
+    return row
+
+
+def load(root: str, paths: list[str], kinds: list[str]) -> Loaded:
+    """Read sidecars (relative ``paths`` of ``kinds``) one by one into one table per kind, with
+    their paths; errors as (path, reason), so one bad file never fails the rest."""
+    rows: dict[str, list[dict[str, Any]]] = {"generation": [], "profile": []}
+    errors: list[tuple[str, str]] = []
+    for path, kind in zip(paths, kinds):
+        result = _read_one(root, path, kind)
+        if isinstance(result, SidecarError):
+            errors.append((path, result.reason))
+        else:
+            rows[kind].append(result)
+    tables = {kind: pa.Table.from_pylist(found, schema=_BATCH_SCHEMAS[kind]) for kind, found in rows.items()}
+    return tables, errors
+
+
+def _send(stream: BinaryIO, value: Any) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack("<Q", len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> Any:
+    header = stream.read(8)
+    if len(header) < 8:
+        raise EOFError("the stream ended")
+    (size,) = struct.unpack("<Q", header)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("the stream ended")
+    return pickle.loads(data)  # only ever from our own helper process or its parent
+
+
+class Reader:
+    """Reads batches of sidecars of one library; with ``helper``, half of each batch in a
+    helper process. Use as a context manager: the helper ends with it."""
+
+    def __init__(self, root: str, *, helper: bool = False) -> None:
+        self.root = root
+        self._process: subprocess.Popen | None = None
+        if helper and (os.cpu_count() or 1) > 1:
+            try:
+                # the parent's import path, which a host or a test may have extended
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+                self._process = subprocess.Popen(
+                    [sys.executable, "-c", "from tts_history.index.reading import serve; serve()"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env=env,
+                )
+            except OSError as exc:  # an embedded interpreter may have no runnable python
+                log.info("reading sidecars in this process only: %s", exc)
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            for stream in (process.stdin, process.stdout):
+                try:
+                    stream.close()
+                except OSError:  # a helper that died leaves its pipe broken
+                    pass
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def load(self, paths: list[str], kinds: list[str]) -> Loaded:
+        process = self._process
+        if process is None or len(paths) < 2:
+            return load(self.root, paths, kinds)
+        half = len(paths) // 2
+        try:
+            _send(process.stdin, (self.root, paths[:half], kinds[:half]))
+        except (OSError, ValueError):
+            self._stop()
+            return load(self.root, paths, kinds)
+        mine = load(self.root, paths[half:], kinds[half:])
+        try:
+            theirs: Loaded = _receive(process.stdout)
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            log.warning("the helper reading sidecars stopped (%s); reading here", exc)
+            self._stop()
+            theirs = load(self.root, paths[:half], kinds[:half])
+        tables = {kind: pa.concat_tables([theirs[0][kind], mine[0][kind]]) for kind in mine[0]}
+        return tables, theirs[1] + mine[1]
+
+
+def serve() -> None:
+    """The helper: read requests (root, paths, kinds) from stdin until it closes."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            root, paths, kinds = _receive(stdin)
+        except EOFError:
+            return
+        _send(stdout, load(root, paths, kinds))
