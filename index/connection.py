@@ -4,9 +4,11 @@ DuckDB lets one process at a time hold a file read-write (and while it does, nob
 even read it), has no busy timeout, and refuses a read-only connection beside a read-write one
 in the same process. So, per process and file, there is one connection at a time, shared by
 every thread through cursors: read-only while only readers need it, read-write while a writer
-does (readers then share the writer's). An idle connection closes after a moment (LINGER), and
-one in steady use at least every MAX_HOLD seconds, so the file is held only while this process
-works with it; opens that meet another process's lock retry with backoff until a deadline.
+does (readers then share the writer's). An idle read-only connection closes after a moment
+(LINGER), a read-write one at once, and one in steady use at least every MAX_HOLD seconds,
+after which this process rests (REST) before opening again: a process that queries without
+pause would otherwise leave other processes only gaps too short to find. Opens that meet
+another process's lock retry with short backoff until a deadline.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import duckdb
 
 READ_TIMEOUT = 15.0
 WRITE_TIMEOUT = 60.0
-LINGER = 0.1  # seconds an idle connection stays open for the next query
-MAX_HOLD = 0.5  # seconds a connection may stay open while queries keep coming
+LINGER = 0.1  # seconds an idle read-only connection stays open for the next query
+MAX_HOLD = 0.3  # seconds a connection may stay open while queries keep coming
+REST = 0.04  # seconds before opening again after MAX_HOLD: longer than RETRY_MAX * 1.5
+RETRY_MAX = 0.02  # the longest pause between two tries of an open that meets a lock
 
 
 class IndexBusyError(RuntimeError):
@@ -55,7 +59,7 @@ def open_with_retry(path: Path, *, read_only: bool, timeout: float) -> duckdb.Du
                 ) from exc
         # jitter keeps two waiting processes from retrying in lockstep
         time.sleep(delay * random.uniform(0.5, 1.5))
-        delay = min(delay * 2, 0.05)
+        delay = min(delay * 2, RETRY_MAX)
 
 
 class Database:
@@ -81,11 +85,15 @@ class Database:
         self._users = 0
         self._pins = 0
         self._opened_at = 0.0
+        self._rest_until = 0.0
         self._closer: threading.Timer | None = None
 
     def _open(self, *, read_only: bool, timeout: float) -> None:
         """Open the file (the caller holds ``_cond`` and no connection is open)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        rest = self._rest_until - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
         self._con = open_with_retry(self.path, read_only=read_only, timeout=timeout)
         self._read_only = read_only
         self._opened_at = time.monotonic()
@@ -156,8 +164,12 @@ class Database:
         so that other processes waiting for the file get their turn."""
         if self._users or self._pins or self._con is None or self._closer is not None:
             return
+        if not self._read_only:  # writes come in batches: let readers of other processes in
+            self._close()
+            return
         if time.monotonic() - self._opened_at >= MAX_HOLD:
             self._close()
+            self._rest_until = time.monotonic() + REST
             return
         # Not a daemon: at exit the interpreter waits the moment it takes to close the file,
         # instead of killing the thread inside DuckDB (which aborts the process).

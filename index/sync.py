@@ -26,6 +26,7 @@ from .connection import Database
 from .reading import HELPER_MIN, Reader
 
 BATCH = 5000  # sidecars per write transaction: readers get in between
+LOOKUP_MAX = 2048  # paths looked up one by one in an ART index rather than joined (DuckDB's own limit)
 RACY_NS = 2_000_000_000  # a file system clock may be this coarse (FAT: 2 s)
 
 
@@ -237,11 +238,16 @@ def _unique(table: pa.Table) -> pa.Table:
     return table.take(first)
 
 
-_APPLY = """
-DELETE FROM generation_rows WHERE sidecar_path IN (SELECT path FROM batch_files);
-DELETE FROM version_rows WHERE sidecar_path IN (SELECT path FROM batch_files);
-DELETE FROM profiles WHERE sidecar_path IN (SELECT path FROM batch_files);
-DELETE FROM files WHERE path IN (SELECT path FROM batch_files);
+# Every statement that touches existing rows filters on a list parameter ($paths, $ids, ...)
+# of the column an ART index covers (tables.py): a watcher's batch of a few files then costs a
+# few lookups, not a scan of every table, whatever the size of the library.
+_DELETE = (
+    "DELETE FROM generation_rows WHERE sidecar_path = ANY($paths)",
+    "DELETE FROM version_rows WHERE sidecar_path = ANY($paths)",
+    "DELETE FROM profiles WHERE sidecar_path = ANY($paths)",
+    "DELETE FROM files WHERE path = ANY($paths)",
+)
+_INSERT = """
 INSERT INTO files SELECT path, folder, kind, size, mtime_ns, ino, ctime_ns, checked_ns, error
     FROM batch_files WHERE present;
 INSERT INTO generation_rows BY NAME
@@ -263,42 +269,99 @@ INSERT INTO profiles BY NAME
     SELECT * EXCLUDE (schema_version, extra), extra::JSON AS extra FROM batch_profiles;
 """
 
-# Which copy of a generation id counts (see tables.py), for the ids this batch touched.
-_SHADOW = """
-UPDATE generation_rows g SET shadowed = r.rank > 1
-FROM (
-    SELECT sidecar_path,
-           row_number() OVER (
-               PARTITION BY id ORDER BY updated_at DESC, conflict_copy, sidecar_path
-           ) AS rank
-    FROM generation_rows WHERE id IN (SELECT id FROM batch_ids)
-) r
-WHERE g.sidecar_path = r.sidecar_path AND g.shadowed <> (r.rank > 1);
-UPDATE version_rows v SET shadowed = g.shadowed
-FROM generation_rows g
-WHERE v.sidecar_path = g.sidecar_path AND g.id IN (SELECT id FROM batch_ids)
-  AND v.shadowed <> g.shadowed;
+# Which copy of a generation id counts (see tables.py): ranked for the ids a batch touched.
+_RANKS = """
+SELECT sidecar_path, shadowed,
+       row_number() OVER (PARTITION BY id ORDER BY updated_at DESC, conflict_copy, sidecar_path) > 1
+FROM generation_rows WHERE id = ANY($ids)
 """
 
-# Audio is present when the file named is there with the size the sidecar recorded: a file a
-# sync tool is still copying, or truncated, counts as missing until it is whole.
-_AUDIO = """
-UPDATE version_rows v SET audio_present = (f.path IS NOT NULL)
-FROM (
-    SELECT v2.sidecar_path, v2.id, f2.path
-    FROM version_rows v2
-    LEFT JOIN files f2 ON f2.path = v2.audio_path AND f2.kind = 'audio'
-        AND (v2.audio_bytes IS NULL OR f2.size = v2.audio_bytes)
-    WHERE v2.audio_path IN (SELECT path FROM batch_audio)
-       OR v2.sidecar_path IN (SELECT path FROM batch_files)
-) f
-WHERE v.sidecar_path = f.sidecar_path AND v.id = f.id;
-UPDATE generation_rows g SET audio_present = v.audio_present
-FROM version_rows v
-WHERE v.sidecar_path = g.sidecar_path AND v.id = g.active_version_id
-  AND (v.audio_path IN (SELECT path FROM batch_audio)
-       OR g.sidecar_path IN (SELECT path FROM batch_files));
-"""
+
+def _set_column(con: Any, table: str, column: str, values: dict[str, Any], key: tuple[str, ...] = ()) -> None:
+    """Set ``column`` of the rows of ``table`` whose sidecar_path (and ``key`` columns) are the
+    keys of ``values``: one lookup per path in the index, not a join over the whole table."""
+    if not values:
+        return
+    names = ("sidecar_path", *key)
+    keys = list(values)
+    columns = {name: [k[i] if key else k for k in keys] for i, name in enumerate(names)}
+    con.register("batch_values", pa.table({**columns, "value": list(values.values())}))
+    try:
+        match = " AND ".join(f"t.{name} = u.{name}" for name in names)
+        con.execute(
+            f"UPDATE {table} t SET {column} = u.value FROM batch_values u "
+            f"WHERE t.sidecar_path = ANY($paths) AND {match}",
+            {"paths": sorted(set(columns["sidecar_path"]))},
+        )
+    finally:
+        con.unregister("batch_values")
+
+
+def _apply_statements(con: Any, files: pa.Table, tables: dict[str, pa.Table]) -> dict[str, Any]:
+    """Replace the rows of the batch's files (in the caller's transaction); returns the
+    updated_at their sidecars had."""
+    paths = files["path"].to_pylist()
+    audio = [p for p, kind in zip(paths, files["kind"].to_pylist()) if kind == "audio"]
+    before = dict(
+        con.execute(
+            "SELECT sidecar_path, updated_at FROM generation_rows WHERE sidecar_path = ANY($paths) "
+            "UNION ALL SELECT sidecar_path, updated_at FROM profiles WHERE sidecar_path = ANY($paths)",
+            {"paths": paths},
+        ).fetchall()
+    )
+    # ids whose rows change: their old rows (about to go) and their new ones
+    old_ids = con.execute(
+        "SELECT DISTINCT id FROM generation_rows WHERE sidecar_path = ANY($paths)", {"paths": paths}
+    ).fetchall()
+    ids = sorted({i for (i,) in old_ids} | set(tables["generation"]["id"].to_pylist()))
+    for statement in _DELETE:
+        con.execute(statement, {"paths": paths})
+    con.execute(_INSERT)
+
+    ranks = con.execute(_RANKS, {"ids": ids}).fetchall()
+    inserted = set(tables["generation"]["sidecar_path"].to_pylist())
+    flipped = {path: shadowed for path, was, shadowed in ranks if was != shadowed}
+    _set_column(con, "generation_rows", "shadowed", flipped)
+    # new version rows come in unshadowed, whatever their generation's rank
+    _set_column(con, "version_rows", "shadowed", {
+        path: shadowed for path, was, shadowed in ranks if path in flipped or (path in inserted and shadowed)
+    })
+
+    # Audio is present when the file named is there with the size the sidecar recorded: a file
+    # a sync tool is still copying, or truncated, counts as missing until it is whole.
+    touched = con.execute(
+        "SELECT sidecar_path, id, audio_path, audio_bytes FROM version_rows WHERE audio_path = ANY($audio) "
+        "UNION SELECT sidecar_path, id, audio_path, audio_bytes FROM version_rows WHERE sidecar_path = ANY($paths)",
+        {"audio": audio, "paths": paths},
+    ).fetchall()
+    sizes = {
+        path: size
+        for path, kind, size in con.execute(
+            "SELECT path, kind, size FROM files WHERE path = ANY($audio)",
+            {"audio": sorted({t[2] for t in touched if t[2] is not None})},
+        ).fetchall()
+        if kind == "audio"
+    }
+    _set_column(con, "version_rows", "audio_present", {
+        (path, vid): audio_path in sizes and (expected is None or sizes[audio_path] == expected)
+        for path, vid, audio_path, expected in touched
+    }, key=("id",))
+    sidecars = sorted({t[0] for t in touched})
+    present = {
+        (path, vid): value
+        for path, vid, value in con.execute(
+            "SELECT sidecar_path, id, audio_present FROM version_rows WHERE sidecar_path = ANY($paths)",
+            {"paths": sidecars},
+        ).fetchall()
+    }
+    active = con.execute(
+        "SELECT sidecar_path, active_version_id FROM generation_rows WHERE sidecar_path = ANY($paths)",
+        {"paths": sidecars},
+    ).fetchall()
+    _set_column(con, "generation_rows", "audio_present", {
+        path: present[(path, vid)] for path, vid in active if (path, vid) in present
+    })
+    return before
 
 
 def sync(
@@ -333,17 +396,17 @@ def sync(
     with db.read() as con:
         con.register("scan", found.files)
         removed_sql = "SELECT f.path, f.kind, f.folder FROM files f ANTI JOIN scan s ON s.path = f.path"
+        params: dict[str, Any] = {}
         if within is not None:
             # Named paths that are gone, and everything below named folders that are gone.
             # Library folders have no dot in their names; files always do.
             named = sorted(set(within))
             folders = [p.rstrip("/") + "/" for p in named if "." not in p.rsplit("/", 1)[-1]]
-            con.register("named", pa.table({"p": pa.array(named, pa.string())}))
             con.register("below", pa.table({"p": pa.array(folders, pa.string())}))
-            removed_sql += (
-                " WHERE f.path IN (SELECT p FROM named)"
-                " OR EXISTS (SELECT 1 FROM below d WHERE starts_with(f.path, d.p))"
-            )
+            removed_sql += " WHERE f.path = ANY($named)"
+            params = {"named": named}
+            if folders:
+                removed_sql += " OR EXISTS (SELECT 1 FROM below d WHERE starts_with(f.path, d.p))"
         elif not found.whole:  # files of the folders listed, and everything below gone ones
             con.register("listed", found.listed)
             con.register("below", pa.table({"p": pa.array([g + "/" for g in found.gone], pa.string())}))
@@ -359,12 +422,16 @@ def sync(
             + " OR ".join(f"f.{name} <> s.{name}" for name in STAT_COLUMNS)
             + f" OR s.ctime_ns >= f.checked_ns - {RACY_NS}"
         )
+        # a few files (a watcher's batch): looked up in the index instead of joined with every row
+        few = found.files.num_rows <= LOOKUP_MAX
+        recorded = "(SELECT * FROM files WHERE path = ANY($paths))" if few else "files"
         changed = con.sql(
             f"SELECT s.*, f.path IS NOT NULL AS known, f.error IS NOT NULL AS had_error "
-            f"FROM scan s LEFT JOIN files f ON f.path = s.path WHERE {condition} ORDER BY s.path"
+            f"FROM scan s LEFT JOIN {recorded} f ON f.path = s.path WHERE {condition} ORDER BY s.path",
+            params={"paths": found.files["path"].to_pylist()} if few else None,
         ).to_arrow_table()
-        removed = con.execute(removed_sql).fetchall()
-        for name in ("scan", "named", "below", "listed"):
+        removed = con.execute(removed_sql, params).fetchall()
+        for name in ("scan", "below", "listed"):
             con.unregister(name)
 
     report = SyncReport(removed=sum(1 for _, kind, _ in removed if kind in _SIDECAR_KINDS))
@@ -469,27 +536,7 @@ def _apply(
         con.register("batch_profiles", tables["profile"])
         con.execute("BEGIN")
         try:
-            before = dict(
-                con.execute(
-                    "SELECT sidecar_path, updated_at FROM generation_rows "
-                    "WHERE sidecar_path IN (SELECT path FROM batch_files) "
-                    "UNION ALL SELECT sidecar_path, updated_at FROM profiles "
-                    "WHERE sidecar_path IN (SELECT path FROM batch_files)"
-                ).fetchall()
-            )
-            # ids whose rows change: their old rows (about to go) and their new ones
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE batch_ids AS "
-                "SELECT DISTINCT id FROM generation_rows WHERE sidecar_path IN (SELECT path FROM batch_files) "
-                "UNION SELECT DISTINCT id FROM batch_generations"
-            )
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE batch_audio AS "
-                "SELECT path FROM batch_files WHERE kind = 'audio'"
-            )
-            con.execute(_APPLY)
-            con.execute(_SHADOW)
-            con.execute(_AUDIO)
+            before = _apply_statements(con, files, tables)
             if folders is not None:  # last: a sync that dies before this lists them again
                 _record_folders(con, *folders)
             con.execute("COMMIT")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-INDEX_VERSION = "6"
+INDEX_VERSION = "7"
 
 # One row per sidecar file. Several sidecars can carry the same generation id: a sync tool's
 # conflict copy, or a copy left in another day folder. The newest updated_at wins (on a tie the
@@ -99,9 +99,14 @@ CREATE TABLE profiles (
     updated_at TIMESTAMPTZ NOT NULL,
     sidecar_path VARCHAR NOT NULL
 );
--- point lookups (get, a generation's versions) instead of scanning every row
+-- point lookups instead of scans of every row: get and a generation's versions, and the rows
+-- a sync batch replaces (a watcher's batch touches a few files of a library of millions)
 CREATE INDEX generation_rows_id ON generation_rows (id);
+CREATE INDEX generation_rows_sidecar ON generation_rows (sidecar_path);
 CREATE INDEX version_rows_generation ON version_rows (generation_id);
+CREATE INDEX version_rows_sidecar ON version_rows (sidecar_path);
+CREATE INDEX version_rows_audio ON version_rows (audio_path);
+CREATE INDEX files_path ON files (path);
 CREATE VIEW generations AS
     SELECT * EXCLUDE (shadowed, conflict_copy, search_text) FROM generation_rows WHERE NOT shadowed;
 CREATE VIEW versions AS
