@@ -54,6 +54,8 @@ class _Events(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type not in _EVENTS:
             return
+        if event.is_directory and event.event_type == "modified":
+            return  # an entry of it changed, and that entry has an event of its own
         paths = [event.src_path, getattr(event, "dest_path", "")]
         self.watcher.notify(os.fsdecode(p) for p in paths if p)
 
