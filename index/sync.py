@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from ..library import Library, is_audio_name, sidecar_identity
 from ..library.atomic import TEMP_SUFFIX
 from ..library.layout import GENERATIONS_DIR, PROFILES_DIR
+from . import tables as tables_module
 from .connection import Database
 from .reading import HELPER_MIN, Reader
 
@@ -483,7 +484,7 @@ def _apply_batches(
                  _file_rows(gone, checked_ns, [None] * len(removed), present=False)]
             )
         last = start == starts[-1]
-        before = _apply(db, files, tables, (folders, checked_ns) if last and folders else None)
+        before = _apply(db, files, tables, (folders, checked_ns) if last and folders else None, last)
         updated_at = {
             path: when
             for table in tables.values()
@@ -528,6 +529,7 @@ def _apply(
     files: pa.Table,
     tables: dict[str, pa.Table],
     folders: tuple[Scan, int] | None,
+    last: bool,
 ) -> dict[str, Any]:
     """Apply one batch in one transaction; returns the updated_at the batch's sidecars had."""
     with db.write() as con:
@@ -537,6 +539,8 @@ def _apply(
         con.execute("BEGIN")
         try:
             before = _apply_statements(con, files, tables)
+            if last:
+                tables_module.ensure_indexes(con)
             if folders is not None:  # last: a sync that dies before this lists them again
                 _record_folders(con, *folders)
             con.execute("COMMIT")

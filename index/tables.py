@@ -99,19 +99,30 @@ CREATE TABLE profiles (
     updated_at TIMESTAMPTZ NOT NULL,
     sidecar_path VARCHAR NOT NULL
 );
--- point lookups instead of scans of every row: get and a generation's versions, and the rows
--- a sync batch replaces (a watcher's batch touches a few files of a library of millions)
-CREATE INDEX generation_rows_id ON generation_rows (id);
-CREATE INDEX generation_rows_sidecar ON generation_rows (sidecar_path);
-CREATE INDEX version_rows_generation ON version_rows (generation_id);
-CREATE INDEX version_rows_sidecar ON version_rows (sidecar_path);
-CREATE INDEX version_rows_audio ON version_rows (audio_path);
-CREATE INDEX files_path ON files (path);
 CREATE VIEW generations AS
     SELECT * EXCLUDE (shadowed, conflict_copy, search_text) FROM generation_rows WHERE NOT shadowed;
 CREATE VIEW versions AS
     SELECT * EXCLUDE (shadowed, sidecar_path) FROM version_rows WHERE NOT shadowed;
 """
+
+
+# Point lookups instead of scans of every row: get and a generation's versions, and the rows a
+# sync batch replaces (a watcher's batch touches a few files of a library of millions). Made
+# once the first sync has filled the tables: keeping them up to date row by row while a library
+# is read from nothing costs several times more than building them at the end.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS generation_rows_id ON generation_rows (id);
+CREATE INDEX IF NOT EXISTS generation_rows_sidecar ON generation_rows (sidecar_path);
+CREATE INDEX IF NOT EXISTS version_rows_generation ON version_rows (generation_id);
+CREATE INDEX IF NOT EXISTS version_rows_sidecar ON version_rows (sidecar_path);
+CREATE INDEX IF NOT EXISTS version_rows_audio ON version_rows (audio_path);
+CREATE INDEX IF NOT EXISTS files_path ON files (path);
+"""
+
+
+def ensure_indexes(con: duckdb.DuckDBPyConnection) -> None:
+    """Build the lookup indexes if they are missing (a first sync, or one that was cut short)."""
+    con.execute(_INDEXES)
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> str | None:
