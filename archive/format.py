@@ -100,25 +100,41 @@ _KIND_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: 
 def check_value(value: Any, where: str) -> Any:
     """Refuse what a sidecar cannot hold: non-finite numbers, integers beyond 64 bits, text
     that is not valid Unicode (lone surrogates); nested JSON data is checked throughout."""
+    problem = _problem(value)
+    if problem is not None:
+        inside, reason = problem
+        raise ArchiveError(f"{where}{inside}: {reason}")
+    return value
+
+
+def _problem(value: Any) -> tuple[str, str] | None:
+    """What :func:`check_value` refuses in ``value``: (where inside it, why), or None. The
+    place is spelled out only for a refusal: manifests are large, and almost always fine."""
     if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ArchiveError(f"{where}: {value!r} is not a finite number")
-    if isinstance(value, int) and not -_INT64 <= value < _INT64:
-        raise ArchiveError(f"{where}: {value} does not fit in 64 bits")
+        return None
     if isinstance(value, str):
+        if value.isascii():
+            return None
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ArchiveError(f"{where}: {value!r} is not valid Unicode text") from None
+            return "", f"{value!r} is not valid Unicode text"
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ("", f"{value!r} is not a finite number")
+    if isinstance(value, int):
+        return None if -_INT64 <= value < _INT64 else ("", f"{value} does not fit in 64 bits")
     if isinstance(value, dict):
         for key, item in value.items():
-            check_value(key, f"{where} key")
-            check_value(item, f"{where}.{key}")
-    if isinstance(value, list):
+            if (found := _problem(key)) is not None:
+                return f" key{found[0]}", found[1]
+            if (found := _problem(item)) is not None:
+                return f".{key}{found[0]}", found[1]
+    elif isinstance(value, list):
         for i, item in enumerate(value):
-            check_value(item, f"{where}[{i}]")
-    return value
+            if (found := _problem(item)) is not None:
+                return f"[{i}]{found[0]}", found[1]
+    return None
 
 
 def field(obj: dict, key: str, kinds: tuple, where: str, *, required: bool = True) -> Any:
@@ -217,8 +233,9 @@ def validate_profile(raw: Any, where: str) -> dict[str, Any] | None:
     }
 
 
-def validate_generation(raw: Any, where: str) -> dict[str, Any]:
-    """One manifest entry, as a sidecar record (audio paths are archive entry names)."""
+def validate_generation(raw: Any, where: str, library_id: str) -> dict[str, Any]:
+    """One manifest entry, as a sidecar record (audio paths are archive entry names), from the
+    library ``library_id``."""
     raw = _object(raw, where)
     record = {
         "id": field(raw, "id", _STR, where),
@@ -251,10 +268,16 @@ def validate_generation(raw: Any, where: str) -> dict[str, Any]:
     if record["status"] == "completed" and not record["versions"]:
         raise ArchiveError(f"{where}: a completed generation needs its audio")
     record["profile"] = validate_profile(raw.get("profile"), f"{where}.profile")
+    # where it first came from: importing the same generation twice is then a no-op, even
+    # through an export of an import
+    if record["origin_id"] is None:
+        record["origin_library_id"], record["origin_id"] = library_id, record["id"]
     return record
 
 
-def validate_manifest(raw: Any, archive: str) -> list[dict[str, Any]]:
+def validate_manifest(raw: Any, archive: str) -> str:
+    """The manifest's own fields, its generations aside (each is checked with
+    :func:`validate_generation`); returns the id of the library they came from."""
     raw = _object(raw, f"{archive}: manifest")
     if raw.get("format") != FORMAT_NAME:
         raise ArchiveError(f"{archive}: manifest.format is {raw.get('format')!r}, not {FORMAT_NAME!r}")
@@ -264,17 +287,6 @@ def validate_manifest(raw: Any, archive: str) -> list[dict[str, Any]]:
             f"{archive}: manifest.version {version!r} is not one this tts-history reads (1 to "
             f"{FORMAT_VERSION})"
         )
-    field(raw, "library_id", _STR, f"{archive}: manifest")
-    generations = field(raw, "generations", (list,), f"{archive}: manifest")
-    records = [
-        validate_generation(g, f"{archive}: generations[{i}]") for i, g in enumerate(generations)
-    ]
-    ids = [r["id"] for r in records]
-    if len(set(ids)) != len(ids):
-        raise ArchiveError(f"{archive}: a generation id appears twice in the manifest")
-    for record in records:
-        # where it first came from: importing the same generation twice is then a no-op, even
-        # through an export of an import
-        if record["origin_id"] is None:
-            record["origin_library_id"], record["origin_id"] = raw["library_id"], record["id"]
-    return records
+    library_id = field(raw, "library_id", _STR, f"{archive}: manifest")
+    field(raw, "generations", (list,), f"{archive}: manifest")
+    return library_id

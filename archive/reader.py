@@ -1,43 +1,56 @@
-"""Opening an archive without trusting it: every check runs before anything is written.
+"""Opening an archive without trusting it: everything is checked before anything is kept.
 
 An archive is refused, with the entry and the reason named, for: not a ZIP or truncated,
 unsafe entry paths (``..``, absolute, drive letters), symlinks, duplicate or encrypted entries,
 sizes or compression ratios over the caps (zip bombs), a missing, oversize or malformed
 manifest, and audio that is missing, does not decode, or differs from what the manifest
 records (size, sha256, duration, rate, channels).
+
+:func:`open_archive` checks all but the audio itself, reading no audio entry; each entry is
+then read once, by the importer, into a hidden temp file while it is measured, and checked
+with :func:`check_audio` before any generation is written.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import lzma
 import math
+import re
 import stat
+import threading
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import soundfile as sf
+from typing import IO, Any
 
 from . import voicebox
-from .format import MANIFEST, ArchiveError, Limits, check_entry_name, validate_manifest
+from .format import (
+    MANIFEST,
+    ArchiveError,
+    Limits,
+    check_entry_name,
+    check_value,
+    validate_generation,
+    validate_manifest,
+)
 
-_CHUNK = 1 << 20
 _DURATION_TOLERANCE = 0.002  # seconds: one sample at 500 Hz, far below any real difference
 
 
 @dataclass
 class Plan:
-    """A checked archive: the records to import; audio paths in them name archive entries."""
+    """A checked archive: its ``count`` records to import, which ``records()`` yields (audio
+    paths in them name archive entries). A manifest is parsed again as its records are asked
+    for, a generation at a time: a large archive's records need not all be held."""
 
     path: Path
     kind: str  # "tts-history" | "voicebox"
-    records: list[dict[str, Any]] = field(default_factory=list)
+    count: int
+    records: Callable[[], Iterator[dict[str, Any]]]
 
 
 def _reject_nan(value: str) -> float:
@@ -49,6 +62,72 @@ def _finite(text: str) -> float:
     if not math.isfinite(value):  # 1e999
         raise ValueError(f"{text} is out of range")
     return value
+
+
+_JSON = json.JSONDecoder(parse_constant=_reject_nan, parse_float=_finite)
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip(text: str, pos: int) -> int:
+    return _SPACE.match(text, pos).end()
+
+
+def _list(text: str, pos: int) -> tuple[list[bytes], int]:
+    """The elements of the JSON list at ``pos``, each parsed (then let go) and kept as its own
+    UTF-8 text, and where the list ends."""
+    found: list[bytes] = []
+    pos = _skip(text, pos + 1)
+    if text.startswith("]", pos):
+        return found, pos + 1
+    while True:
+        _, end = _JSON.raw_decode(text, pos)
+        found.append(text[pos:end].encode())
+        pos = _skip(text, end)
+        if text.startswith("]", pos):
+            return found, pos + 1
+        if not text.startswith(",", pos):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
+        pos = _skip(text, pos + 1)
+
+
+def _parse(text: str) -> tuple[Any, list[bytes] | None]:
+    """Parse a manifest as ``json.loads`` does, but for a top-level ``generations`` list: an
+    empty list stands in, and its elements are returned as texts, to be parsed again one at a
+    time (UTF-8 is about half the size of the parsed text, a fraction of the parsed objects)."""
+    pos = _skip(text, 0)
+    if not text.startswith("{", pos):
+        return _JSON.decode(text), None
+    manifest: dict[str, Any] = {}
+    generations = None
+    pos = _skip(text, pos + 1)
+    if text.startswith("}", pos):
+        pos += 1
+    else:
+        while True:
+            if not text.startswith('"', pos):
+                raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, pos)
+            key, pos = _JSON.raw_decode(text, pos)
+            pos = _skip(text, pos)
+            if not text.startswith(":", pos):
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
+            pos = _skip(text, pos + 1)
+            if key == "generations" and text.startswith("[", pos):
+                manifest[key] = []
+                generations, pos = _list(text, pos)
+            else:
+                manifest[key], pos = _JSON.raw_decode(text, pos)
+                if key == "generations":
+                    generations = None
+            pos = _skip(text, pos)
+            if text.startswith("}", pos):
+                pos += 1
+                break
+            if not text.startswith(",", pos):
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
+            pos = _skip(text, pos + 1)
+    if _skip(text, pos) != len(text):
+        raise json.JSONDecodeError("Extra data", text, pos)
+    return manifest, generations
 
 
 # what a damaged or unusual ZIP can raise while an entry is read
@@ -85,7 +164,10 @@ def _check_entries(zf: zipfile.ZipFile, name: str, limits: Limits) -> dict[str, 
     return entries
 
 
-def _manifest(zf: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], name: str, limits: Limits) -> Any:
+def _manifest(
+    zf: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], name: str, limits: Limits
+) -> tuple[Any, list[bytes] | None]:
+    """The manifest, as :func:`_parse` gives it."""
     info = entries.get(MANIFEST)
     if info is None:
         raise ArchiveError(f"{name}: has no {MANIFEST}")
@@ -95,68 +177,111 @@ def _manifest(zf: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], name: st
         )
     try:
         with zf.open(info) as f:
-            data = f.read(limits.max_manifest_bytes + 1)
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_nan, parse_float=_finite)
+            text = f.read(limits.max_manifest_bytes + 1).decode("utf-8")
+        return _parse(text)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ArchiveError(f"{name}: {MANIFEST} is not valid JSON ({exc})") from None
     except _DAMAGE as exc:
         raise ArchiveError(f"{name}: {MANIFEST} cannot be read ({exc})") from None
 
 
-def measure(zf: zipfile.ZipFile, entry: str, where: str) -> dict[str, Any]:
-    """Read an audio entry once: its size, sha256, and what it decodes to."""
-    digest = hashlib.sha256()
-    size = 0
+def _tts_history_plan(
+    path: Path, manifest: Any, generations: list[bytes] | None, entries: dict[str, zipfile.ZipInfo]
+) -> Plan:
+    """Check every generation of a tts-history manifest; the plan parses them again."""
+    name = path.name
+    library_id = validate_manifest(manifest, name)
+    assert generations is not None  # validate_manifest found the list
+
+    def records() -> Iterator[dict[str, Any]]:
+        for i, text in enumerate(generations):
+            raw = _JSON.decode(text.decode())
+            yield validate_generation(raw, f"{name}: generations[{i}]", library_id)
+
+    plan = Plan(path, "tts-history", len(generations), records)
+    ids = set()
+    for i, text in enumerate(generations):
+        raw = check_value(_JSON.decode(text.decode()), f"{name}: manifest.generations[{i}]")
+        record = validate_generation(raw, f"{name}: generations[{i}]", library_id)
+        if record["id"] in ids:
+            raise ArchiveError(f"{name}: a generation id appears twice in the manifest")
+        ids.add(record["id"])
+        _check_audio_entries(entries, plan, record)
+    return plan
+
+
+def where_of(plan: Plan, record: dict[str, Any], version: dict[str, Any]) -> str:
+    """How errors name a version of an archive's generation."""
+    return f"{plan.path.name}: generation {record['id']!r} version {version['id']!r}"
+
+
+class _Entry:
+    """An audio entry being read: what a damaged archive raises names the entry."""
+
+    def __init__(self, stream: IO[bytes], entry: str, where: str) -> None:
+        self._stream, self._entry, self._where = stream, entry, where
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except _DAMAGE as exc:
+            raise ArchiveError(f"{self._where}: audio entry {self._entry!r} cannot be read ({exc})") from None
+
+
+# ZipFile counts the entries open on its file without a lock of its own (it reads them under
+# one): entries opened and closed from several threads take this one
+_OPENING = threading.Lock()
+
+
+@contextmanager
+def open_audio(zf: zipfile.ZipFile, entry: str, where: str) -> Iterator[_Entry]:
+    """Open an audio entry (from any thread) for one pass; read errors are :class:`ArchiveError`."""
     try:
-        with zf.open(entry) as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-        with zf.open(entry) as f, sf.SoundFile(f) as audio:
-            frames = sum(len(block) for block in audio.blocks(blocksize=65536))
-            rate, channels = audio.samplerate, audio.channels
+        with _OPENING:
+            stream = zf.open(entry)
     except _DAMAGE as exc:
         raise ArchiveError(f"{where}: audio entry {entry!r} cannot be read ({exc})") from None
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise ArchiveError(f"{where}: audio entry {entry!r} does not decode as audio ({exc})") from None
-    if frames == 0:
-        raise ArchiveError(f"{where}: audio entry {entry!r} holds no samples")
-    return {
-        "audio_bytes": size,
-        "audio_sha256": digest.hexdigest(),
-        "duration": frames / rate,
-        "sample_rate": rate,
-        "channels": channels,
-    }
+    try:
+        yield _Entry(stream, entry, where)
+    finally:
+        with _OPENING:
+            stream.close()
 
 
-def _check_audio(zf: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], plan: Plan) -> None:
-    for record in plan.records:
-        for i, version in enumerate(record["versions"]):
-            where = f"{plan.path.name}: generation {record['id']!r} version {version['id']!r}"
-            entry = version["audio_path"]
-            if entry not in entries:
-                raise ArchiveError(f"{where}: audio entry {entry!r} is not in the archive")
-            found = measure(zf, entry, where)
-            if plan.kind == "voicebox":  # its manifest records none of this: take what we measured
-                version.update(found)
-                continue
-            for key in ("audio_bytes", "audio_sha256", "sample_rate", "channels"):
-                if found[key] != version[key]:
-                    raise ArchiveError(
-                        f"{where}: audio entry {entry!r} has {key} {found[key]!r}, the manifest "
-                        f"says {version[key]!r}"
-                    )
-            if abs(found["duration"] - version["duration"]) > _DURATION_TOLERANCE:
-                raise ArchiveError(
-                    f"{where}: audio entry {entry!r} lasts {found['duration']:.3f} s, the manifest "
-                    f"says {version['duration']:.3f} s"
-                )
+def check_audio(plan: Plan, version: dict[str, Any], found: dict[str, Any], where: str) -> None:
+    """Compare what an audio entry measured (``found``: audio_bytes, audio_sha256, duration,
+    sample_rate, channels) with what the manifest says of its version."""
+    entry = version["audio_path"]
+    if plan.kind == "voicebox":  # its manifest records none of this: what was measured counts
+        return
+    for key in ("audio_bytes", "audio_sha256", "sample_rate", "channels"):
+        if found[key] != version[key]:
+            raise ArchiveError(
+                f"{where}: audio entry {entry!r} has {key} {found[key]!r}, the manifest "
+                f"says {version[key]!r}"
+            )
+    if abs(found["duration"] - version["duration"]) > _DURATION_TOLERANCE:
+        raise ArchiveError(
+            f"{where}: audio entry {entry!r} lasts {found['duration']:.3f} s, the manifest "
+            f"says {version['duration']:.3f} s"
+        )
+
+
+def _check_audio_entries(
+    entries: dict[str, zipfile.ZipInfo], plan: Plan, record: dict[str, Any]
+) -> None:
+    for version in record["versions"]:
+        if version["audio_path"] not in entries:
+            raise ArchiveError(
+                f"{where_of(plan, record, version)}: audio entry {version['audio_path']!r} "
+                "is not in the archive"
+            )
 
 
 @contextmanager
 def open_archive(path: str | Path, limits: Limits = Limits()) -> Iterator[tuple[zipfile.ZipFile, Plan]]:
-    """Check an archive completely; yields the open ZIP and the plan of what to import."""
+    """Check an archive completely but for what its audio entries hold (see
+    :func:`check_audio`); yields the open ZIP and the plan of what to import."""
     path = Path(path)
     name = path.name
     if not path.is_file():
@@ -168,12 +293,13 @@ def open_archive(path: str | Path, limits: Limits = Limits()) -> Iterator[tuple[
     with zf:
         try:
             entries = _check_entries(zf, name, limits)
-            manifest = _manifest(zf, entries, name, limits)
+            manifest, generations = _manifest(zf, entries, name, limits)
             if voicebox.is_manifest(manifest):
-                plan = Plan(path, "voicebox", [voicebox.record_from_manifest(manifest, name)])
+                record = voicebox.record_from_manifest(manifest, name)
+                plan = Plan(path, "voicebox", 1, lambda: iter([record]))
+                _check_audio_entries(entries, plan, record)
             else:
-                plan = Plan(path, "tts-history", validate_manifest(manifest, name))
-            _check_audio(zf, entries, plan)
+                plan = _tts_history_plan(path, manifest, generations, entries)
         except ArchiveError:
             raise
         except (*_DAMAGE, ValueError, RecursionError) as exc:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -20,10 +21,31 @@ from ..library.atomic import commit_temp, write_temp
 
 _SUFFIX = {"MPEG": ".mp3", "RAW": ".raw"}
 _CHUNK = 1 << 20
+# Uncompressed audio: every frame is a fixed number of bytes and any bytes decode, so once
+# libsndfile has parsed the header and measured the data against the file's real length, a
+# decode of every sample would find exactly its frame count and could not fail. Everything
+# else (FLAC, whose subtype also reads PCM_16; Vorbis, MP3, ADPCM...) is decoded in full.
+_PLAIN_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "CAF"})
+_PLAIN_SUBTYPES = frozenset(
+    {"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"}
+)
 
 
 class InvalidAudioError(ValueError):
-    """Audio given to the library cannot be stored; the message names the source and why."""
+    """Audio given to the library cannot be stored; the message names the source and why,
+    ``reason`` says only why."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    format: str
+    frames: int
+    sample_rate: int
+    channels: int
 
 
 @dataclass(frozen=True)
@@ -64,43 +86,71 @@ def _from_file(source: Path, final: Path) -> PreparedAudio:
         return from_stream(stream, final, str(source))
 
 
+def _copy(stream: BinaryIO, out: BinaryIO) -> tuple[int, str]:
+    """Copy ``stream`` to ``out``, reading it once: returns its size and sha256."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
+        out.write(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
 def from_stream(stream: BinaryIO, final: Path, name: str) -> PreparedAudio:
     """Copy audio from an open binary stream (a file, an archive entry) as it is, byte for byte;
     ``name`` names the source in errors."""
-    digest = hashlib.sha256()
-
-    def copy(out: BinaryIO) -> None:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-
-    tmp = write_temp(final, copy)
+    copied: list[tuple[int, str]] = []
+    tmp = write_temp(final, lambda out: copied.append(_copy(stream, out)))
     try:
         # decoded from our own copy: what is checked is exactly what is stored
-        info = _decode(tmp, name)
+        decoded = _decode(str(tmp), name)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    suffix = _SUFFIX.get(info.format, "." + info.format.lower())
-    return PreparedAudio(tmp, suffix, *_measure(info), tmp.stat().st_size, digest.hexdigest())
+    suffix = _SUFFIX.get(decoded.format, "." + decoded.format.lower())
+    size, sha256 = copied[0]
+    return PreparedAudio(tmp, suffix, *_measure(decoded), audio_bytes=size, audio_sha256=sha256)
 
 
-def _decode(path: Path, name: str) -> sf._SoundFileInfo:
+def measure_stream(stream: BinaryIO, name: str) -> dict[str, Any]:
+    """Check audio from a stream as :func:`from_stream` does, keeping nothing: its facts."""
+    with tempfile.TemporaryFile() as out:
+        size, sha256 = _copy(stream, out)
+        out.flush()
+        out.seek(0)  # libsndfile reads an open file from where it stands
+        duration, rate, channels = _measure(_decode(out.fileno(), name))
+    return {
+        "duration": duration,
+        "sample_rate": rate,
+        "channels": channels,
+        "audio_bytes": size,
+        "audio_sha256": sha256,
+    }
+
+
+def _decode(source: str | int, name: str) -> _Decoded:
+    """Open ``source`` (a path, or a file descriptor at its start) as audio and count its
+    frames: by decoding every sample, unless the encoding makes that redundant (``_PLAIN_*``)."""
     try:
-        info = sf.info(str(path))
-        with sf.SoundFile(str(path)) as f:
-            decoded = sum(len(block) for block in f.blocks(blocksize=65536))
+        with sf.SoundFile(source, closefd=False) as f:
+            frames = f.frames
+            if frames and (f.format not in _PLAIN_FORMATS or f.subtype not in _PLAIN_SUBTYPES):
+                frames = sum(len(block) for block in f.blocks(blocksize=65536))
+            decoded = _Decoded(f.format, frames, f.samplerate, f.channels)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         # libsndfile's own words, without the temp file's name its message carries
-        reason = getattr(exc, "error_string", None) or "not audio soundfile can read"
-        raise InvalidAudioError(f"audio {name} does not decode: {reason}") from None
-    if info.frames == 0 or decoded == 0:
-        raise InvalidAudioError(f"audio {name} holds no samples")
-    return info
+        words = getattr(exc, "error_string", None) or "not audio soundfile can read"
+        raise InvalidAudioError(
+            f"audio {name} does not decode: {words}", f"does not decode as audio ({words})"
+        ) from None
+    if decoded.frames == 0:
+        raise InvalidAudioError(f"audio {name} holds no samples", "holds no samples")
+    return decoded
 
 
-def _measure(info) -> tuple[float, int, int]:
-    return info.frames / info.samplerate, int(info.samplerate), int(info.channels)
+def _measure(decoded: _Decoded) -> tuple[float, int, int]:
+    return decoded.frames / decoded.sample_rate, int(decoded.sample_rate), int(decoded.channels)
 
 
 def _from_samples(audio: Audio, final: Path) -> PreparedAudio:

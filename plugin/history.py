@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, ContextManager
+from typing import Any
 
 import pluggy
 
@@ -15,6 +17,7 @@ from ..hooks import hookimpl
 from ..hooks.manager import call_each
 from ..hooks.types import Audio, Generation, InvalidValueError, Profile, Version
 from ..library import check_id, open_library, schema, sidecar_identity
+from ..library.atomic import commit_temp, fsync_dir, temp_path
 from ..library.locations import library_path
 from . import audio as audio_io
 from .merge import merge, winner_order
@@ -214,52 +217,86 @@ class HistoryPlugin:
                 self.store.write_profile(candidate)
             copy.unlink()
 
-    def import_record(
+    @contextmanager
+    def import_records(
         self,
-        record: dict[str, Any],
-        open_audio: Callable[[dict[str, Any]], ContextManager[BinaryIO]],
-    ) -> dict[str, Any]:
-        """Write a complete record that came from elsewhere (an archive, another app), under
-        its own ``id``: each version's audio from ``open_audio(version)``, copied byte for byte
-        and checked against the version's ``audio_sha256`` when it has one, then the sidecar.
-        All of it or nothing: on any error, what was written is removed."""
-        check_id(record["id"], "id")
-        check_id(record["profile_id"], "profile_id")
-        for version in record["versions"]:
-            check_id(version["id"], "version id")
-        written: list[Path] = []
-        with self.store.transaction():
-            if self.store.sidecar_of(record["id"]) is not None:
-                raise InvalidValueError(f"generation {record['id']!r} is already recorded")
+    ) -> Iterator[Callable[[dict[str, Any], Mapping[str, audio_io.PreparedAudio]], None]]:
+        """Write complete records that came from elsewhere (an archive, another app): all of
+        them, or on any error none. Yields ``add(record, audio)``, which several threads may call:
+        ``record`` under its own ``id``, new to this library (the importer's are fresh UUIDs),
+        ``audio`` its versions' by version id, checked and in durable temp files (see
+        :func:`.audio.from_stream`). ``add`` writes the sidecar durably under a temp name. When
+        the block ends, the audio and then the sidecars are moved into place under the lock,
+        one fsync per folder; if anything fails, every file written is removed again."""
+        # for the move only the paths are kept, as text, and the records only for the plugins
+        # that are told of them: an import can be large
+        recorded = None if self.hook is None else self.hook.tts_history_generation_recorded
+        hooked = recorded is not None and bool(recorded.get_hookimpls())
+        staged: list[tuple[str, str, list[tuple[str, str]], dict[str, Any] | None]] = []
+
+        def add(record: dict[str, Any], audio: Mapping[str, audio_io.PreparedAudio]) -> None:
             try:
+                check_id(record["id"], "id")
+                check_id(record["profile_id"], "profile_id")
+                moves = []
                 for version in record["versions"]:
+                    check_id(version["id"], "version id")
+                    prepared = audio[version["id"]]
                     final = self.library.audio_path(
-                        record["id"], record["created_at"], version["id"], ".wav"
+                        record["id"], record["created_at"], version["id"], prepared.suffix
                     )
-                    with open_audio(version) as stream:
-                        prepared = audio_io.from_stream(stream, final, version["audio_path"])
-                    written.append(prepared.tmp)
-                    expected = version.get("audio_sha256")
-                    if expected is not None and prepared.audio_sha256 != expected:
-                        raise audio_io.InvalidAudioError(
-                            f"audio {version['audio_path']} changed while it was imported"
-                        )
-                    final = final.with_suffix(prepared.suffix)
-                    prepared.commit(final)
-                    written.append(final)
+                    moves.append((str(prepared.tmp), str(final)))
                     version.update(audio_path=self.library.relative(final), **prepared.facts())
                 if record["versions"]:
                     _activate(record, record["active_version_id"] or record["versions"][0]["id"])
                 else:
                     record.update({name: None for name in _AUDIO_FIELDS})
-                path = self.store.write(record)
+                final = self.library.sidecar_path(record["id"], record["created_at"])
+                tmp = temp_path(final)
+                schema.write_generation(tmp, record)
             except BaseException:
-                for file in written:
-                    file.unlink(missing_ok=True)
+                for prepared in audio.values():
+                    prepared.tmp.unlink(missing_ok=True)
                 raise
-        if self.hook is not None:
-            call_each(self.hook.tts_history_generation_recorded, generation=record, sidecar_path=path)
-        return record
+            staged.append((str(tmp), str(final), moves, record if hooked else None))
+
+        moved: list[Path] = []  # sidecars moved into place
+        files: list[Path] = []  # and the audio files they name
+        try:
+            yield add
+            with self.store.transaction():
+                try:
+                    for tmp, final, moves, _ in staged:
+                        sidecar = Path(final)
+                        if sidecar.exists():
+                            raise InvalidValueError(f"generation {sidecar.stem!r} is already recorded")
+                        for audio_tmp, audio_final in moves:
+                            files.append(Path(audio_final))
+                            commit_temp(Path(audio_tmp), files[-1], sync_folder=False)
+                        # the folder's fsync below makes both renames durable, audio first
+                        commit_temp(Path(tmp), sidecar, sync_folder=False)
+                        moved.append(sidecar)
+                    # side by side: concurrent fsyncs share the journal's commits
+                    with ThreadPoolExecutor(max_workers=8) as pool:
+                        list(pool.map(fsync_dir, {path.parent for path in moved}))
+                except BaseException:
+                    # as a removal goes: the sidecars, durably, then their audio
+                    for path in moved:
+                        path.unlink(missing_ok=True)
+                    for folder in {path.parent for path in moved}:
+                        fsync_dir(folder)
+                    for path in files:
+                        path.unlink(missing_ok=True)
+                    raise
+        except BaseException:
+            for tmp, _, moves, _ in staged:
+                Path(tmp).unlink(missing_ok=True)
+                for audio_tmp, _ in moves:
+                    Path(audio_tmp).unlink(missing_ok=True)
+            raise
+        for _, final, _, record in staged:
+            if record is not None:
+                call_each(recorded, generation=record, sidecar_path=Path(final))
 
     def is_protected(self, record: Mapping[str, Any]) -> bool:
         if self.hook is None:

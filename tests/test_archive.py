@@ -110,6 +110,12 @@ def wav_bytes(seconds: float = 0.05, freq: float = 440.0, rate: int = RATE, subt
     return buffer.getvalue()
 
 
+def flac_bytes(seconds: float = 0.05) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(seconds), RATE, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
 def read_entries(path: Path) -> list[tuple[zipfile.ZipInfo, bytes]]:
     with zipfile.ZipFile(path) as zf:
         return [(info, zf.read(info)) for info in zf.infolist()]
@@ -959,6 +965,12 @@ INVALID = [
                  "holds no samples|does not decode", id="wav-header-only"),
     pytest.param(_replace_audio(lambda old: wav_bytes(0.5), fix_manifest=True), None,
                  r"lasts 0\.500 s, the manifest says 0\.050 s", id="duration-differs"),
+    # the header claims more samples than the file holds: what is there counts
+    pytest.param(_replace_audio(lambda old: old[:-100], fix_manifest=True), None,
+                 r"lasts 0\.044 s, the manifest says 0\.050 s", id="wav-data-cut"),
+    # compressed audio is decoded in full: its header alone looks fine
+    pytest.param(_replace_audio(lambda old: flac_bytes()[:-10], fix_manifest=True), None,
+                 "does not decode as audio", id="flac-frames-cut"),
     pytest.param(_replace_audio(lambda old: old[:-2] + bytes([old[-2] ^ 1, old[-1]]), fix_manifest=False), None,
                  "has audio_sha256 '[0-9a-f]{64}', the manifest says", id="checksum-differs"),
     pytest.param(_replace_audio(lambda old: old + b"\x00\x00", fix_manifest=False), None,
@@ -1050,9 +1062,46 @@ def test_a_bad_second_archive_means_the_first_is_not_imported_either(archive, fr
     assert len(target.import_archives([archive, tmp_path / "good2.zip"]).imported) == 5
 
 
+def test_a_bad_entry_among_many_leaves_nothing_behind(tmp_path):
+    """Entries are read several at a time: one in the middle that differs from the manifest
+    stops the import, and every temp file the others wrote is removed again."""
+    source = make_history(tmp_path / "many")
+    for i in range(40):
+        record(source.pm, 0.02, text=f"take {i}")
+    source.export(tmp_path / "many.zip", status="completed")
+    entries = read_entries(tmp_path / "many.zip")
+    manifest = json.loads(next(data for info, data in entries if info.filename == MANIFEST))
+    bad = manifest["generations"][20]["versions"][0]["audio_path"]
+    flipped = [(info, data[:-1] + bytes([data[-1] ^ 1]) if info.filename == bad else data) for info, data in entries]
+    write_entries(tmp_path / "bad.zip", flipped)
+    target = make_history(tmp_path / "target")
+    before = snapshot(target.library.root)
+    with pytest.raises(ArchiveError, match=re.escape(bad) + ".* has audio_sha256"):
+        target.import_archives([tmp_path / "bad.zip"])
+    assert snapshot(target.library.root) == before
+    steps = []
+    report = target.import_archives([tmp_path / "many.zip"], progress=lambda done, total: steps.append((done, total)))
+    assert len(report.imported) == 40
+    assert steps == [(done, 40) for done in range(1, 41)]
+
+
+def test_compressed_audio_keeps_its_format_and_bytes(tmp_path):
+    source = make_history(tmp_path / "flac-source")
+    take = tmp_path / "take.flac"
+    take.write_bytes(flac_bytes(0.3))
+    generation = make_generation(text="a FLAC take")
+    source.hook.tts_history_generation_completed(generation=generation, audio=Audio.from_file(take))
+    source.export(tmp_path / "flac.zip", [generation.id])
+    target = make_history(tmp_path / "flac-target")
+    [item] = target.import_archives([tmp_path / "flac.zip"]).imported
+    stored = Path(target.get(item["new_id"])["audio_path"])
+    assert stored.suffix == ".flac" and stored.read_bytes() == take.read_bytes()
+    assert target.get(item["new_id"])["duration"] == pytest.approx(0.3)
+
+
 def test_a_write_that_fails_midway_takes_back_every_generation_of_the_call(archive, tmp_path):
-    """The checks pass, the second archive's write fails (its day folder is blocked by a file):
-    what the first archive wrote is removed again."""
+    """The second archive's day folder is blocked by a file, so writing its audio fails: what
+    the first archive wrote is removed again."""
     target = make_history(tmp_path / "target")
     target.hook.tts_history_profile_saved(profile=Profile(id="p-ada", name="Ada Lovelace"))
     other = make_history(tmp_path / "other")
@@ -1066,6 +1115,30 @@ def test_a_write_that_fails_midway_takes_back_every_generation_of_the_call(archi
     before = snapshot(target.library.root)
     with pytest.raises(OSError):
         target.import_archives([archive, tmp_path / "second.zip"])
+    assert snapshot(target.library.root) == before
+    assert target.list(limit=100)["total"] == 0
+
+
+def test_a_failure_while_moving_into_place_takes_back_what_was_moved(archive, tmp_path, monkeypatch):
+    """Everything checked and written under temp names, the move into place fails at the third
+    generation: the two moved, their audio, every temp file and the profile are removed."""
+    import tts_history.plugin.history as plugin_history
+
+    target = make_history(tmp_path / "target")
+    before = snapshot(target.library.root)
+    moves = []
+
+    def third_fails(*args, **kwargs):
+        moves.append(args)
+        if len(moves) == 3:
+            raise OSError("the disk went away")
+        return commit_temp(*args, **kwargs)
+
+    commit_temp = plugin_history.commit_temp
+    monkeypatch.setattr(plugin_history, "commit_temp", third_fails)
+    with pytest.raises(OSError, match="the disk went away"):
+        target.import_archives([archive])
+    assert len(moves) == 3
     assert snapshot(target.library.root) == before
     assert target.list(limit=100)["total"] == 0
 
