@@ -27,7 +27,7 @@ from .connection import Database
 from .reading import HELPER_MIN, Reader
 
 BATCH = 5000  # sidecars per write transaction: readers get in between
-LOOKUP_MAX = 2048  # paths looked up one by one in an ART index rather than joined (DuckDB's own limit)
+LOOKUP_MAX = 2048  # paths filtered as a list (row groups skipped by min/max) rather than joined
 RACY_NS = 2_000_000_000  # a file system clock may be this coarse (FAT: 2 s)
 
 
@@ -239,9 +239,9 @@ def _unique(table: pa.Table) -> pa.Table:
     return table.take(first)
 
 
-# Every statement that touches existing rows filters on a list parameter ($paths, $ids, ...)
-# of the column an ART index covers (tables.py): a watcher's batch of a few files then costs a
-# few lookups, not a scan of every table, whatever the size of the library.
+# Every statement that touches existing rows filters on a list parameter ($paths, $ids, ...):
+# DuckDB then reads only the row groups whose min/max can hold them, or uses the id indexes
+# (tables.py), so a watcher's batch of a few files does not scan every table.
 _DELETE = (
     "DELETE FROM generation_rows WHERE sidecar_path = ANY($paths)",
     "DELETE FROM version_rows WHERE sidecar_path = ANY($paths)",
@@ -250,11 +250,11 @@ _DELETE = (
 )
 _INSERT = """
 INSERT INTO files SELECT path, folder, kind, size, mtime_ns, ino, ctime_ns, checked_ns, error
-    FROM batch_files WHERE present;
+    FROM batch_files WHERE present ORDER BY path;
 INSERT INTO generation_rows BY NAME
     SELECT g.* EXCLUDE (schema_version, versions), false AS shadowed, f.size AS sidecar_bytes,
            NULL AS audio_present
-    FROM batch_generations g JOIN batch_files f ON f.path = g.sidecar_path;
+    FROM batch_generations g JOIN batch_files f ON f.path = g.sidecar_path ORDER BY g.sidecar_path;
 INSERT INTO version_rows BY NAME
     SELECT sidecar_path, false AS shadowed, id AS generation_id, position,
            v.id AS id, v.label AS label, v.audio_path AS audio_path,
@@ -265,7 +265,7 @@ INSERT INTO version_rows BY NAME
     FROM (
         SELECT sidecar_path, id, unnest(versions) AS v, generate_subscripts(versions, 1) AS position
         FROM batch_generations
-    );
+    ) ORDER BY sidecar_path, position;
 INSERT INTO profiles BY NAME
     SELECT * EXCLUDE (schema_version, extra), extra::JSON AS extra FROM batch_profiles;
 """
@@ -365,6 +365,14 @@ def _apply_statements(con: Any, files: pa.Table, tables: dict[str, pa.Table]) ->
     return before
 
 
+# Files in or below the folders of table ``below`` (paths ending in '/'): matched among the few
+# distinct folders first, since a prefix test joined with every file row materializes them all.
+_BELOW = (
+    " OR f.folder IN (SELECT k.folder FROM (SELECT DISTINCT folder FROM files) k, below d"
+    " WHERE starts_with(k.folder || '/', d.p))"
+)
+
+
 def sync(
     library: Library,
     db: Database,
@@ -407,13 +415,13 @@ def sync(
             removed_sql += " WHERE f.path = ANY($named)"
             params = {"named": named}
             if folders:
-                removed_sql += " OR EXISTS (SELECT 1 FROM below d WHERE starts_with(f.path, d.p))"
+                removed_sql += _BELOW
         elif not found.whole:  # files of the folders listed, and everything below gone ones
             con.register("listed", found.listed)
             con.register("below", pa.table({"p": pa.array([g + "/" for g in found.gone], pa.string())}))
             removed_sql += " WHERE f.folder IN (SELECT path FROM listed)"
             if found.gone:
-                removed_sql += " OR EXISTS (SELECT 1 FROM below d WHERE starts_with(f.path, d.p))"
+                removed_sql += _BELOW
         # Size and mtime alone are not trusted: a sync tool can replace a file with one of the
         # same size and reset the mtime, and coarse clocks (FAT, network drives) repeat it.
         # So a file whose mtime was within RACY_NS of the scan that recorded it is read again
