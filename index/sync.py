@@ -27,7 +27,7 @@ from .connection import Database
 from .reading import HELPER_MIN, Reader
 
 BATCH = 5000  # sidecars per write transaction: readers get in between
-LOOKUP_MAX = 2048  # paths filtered as a list (row groups skipped by min/max) rather than joined
+LOOKUP_MAX = 2048  # paths looked up one by one in an ART index rather than joined (DuckDB's own limit)
 RACY_NS = 2_000_000_000  # a file system clock may be this coarse (FAT: 2 s)
 
 
@@ -239,9 +239,9 @@ def _unique(table: pa.Table) -> pa.Table:
     return table.take(first)
 
 
-# Every statement that touches existing rows filters on a list parameter ($paths, $ids, ...):
-# DuckDB then reads only the row groups whose min/max can hold them, or uses the id indexes
-# (tables.py), so a watcher's batch of a few files does not scan every table.
+# Every statement that touches existing rows filters on a list parameter ($paths, $ids, ...)
+# of the column an ART index covers (tables.py): a watcher's batch of a few files then costs a
+# few lookups, not a scan of every table, whatever the size of the library.
 _DELETE = (
     "DELETE FROM generation_rows WHERE sidecar_path = ANY($paths)",
     "DELETE FROM version_rows WHERE sidecar_path = ANY($paths)",
@@ -250,11 +250,11 @@ _DELETE = (
 )
 _INSERT = """
 INSERT INTO files SELECT path, folder, kind, size, mtime_ns, ino, ctime_ns, checked_ns, error
-    FROM batch_files WHERE present ORDER BY path;
+    FROM batch_files WHERE present;
 INSERT INTO generation_rows BY NAME
     SELECT g.* EXCLUDE (schema_version, versions), false AS shadowed, f.size AS sidecar_bytes,
            NULL AS audio_present
-    FROM batch_generations g JOIN batch_files f ON f.path = g.sidecar_path ORDER BY g.sidecar_path;
+    FROM batch_generations g JOIN batch_files f ON f.path = g.sidecar_path;
 INSERT INTO version_rows BY NAME
     SELECT sidecar_path, false AS shadowed, id AS generation_id, position,
            v.id AS id, v.label AS label, v.audio_path AS audio_path,
@@ -265,7 +265,7 @@ INSERT INTO version_rows BY NAME
     FROM (
         SELECT sidecar_path, id, unnest(versions) AS v, generate_subscripts(versions, 1) AS position
         FROM batch_generations
-    ) ORDER BY sidecar_path, position;
+    );
 INSERT INTO profiles BY NAME
     SELECT * EXCLUDE (schema_version, extra), extra::JSON AS extra FROM batch_profiles;
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-INDEX_VERSION = "8"
+INDEX_VERSION = "9"
 
 # One row per sidecar file. Several sidecars can carry the same generation id: a sync tool's
 # conflict copy, or a copy left in another day folder. The newest updated_at wins (on a tie the
@@ -106,15 +106,19 @@ CREATE VIEW versions AS
 """
 
 
-# Point lookups by id (get, a generation's versions), whose values are random. Rows are stored
-# in path order (sync inserts them sorted), so a lookup by path skips all but a row group or two
-# by their min/max alone; indexes on the path columns would make that ~1 ms instead of ~10 ms
-# at 1M, but a commit that deletes from them loads them whole (~300 MB at 1M). Made once the
-# first sync has filled the tables: kept up to date row by row while a library is read from
-# nothing, they cost several times more than built at the end.
+# Point lookups instead of scans of every row: get and a generation's versions, and the rows a
+# sync batch replaces (a watcher's batch touches a few files of a library of millions). Zone
+# maps cannot stand in for the path indexes: DuckDB keeps only a short prefix of a string's
+# min/max, and every path starts with "generations/". Made once the first sync has filled the
+# tables: kept up to date row by row while a library is read from nothing, they cost several
+# times more than built at the end.
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS generation_rows_id ON generation_rows (id);
+CREATE INDEX IF NOT EXISTS generation_rows_sidecar ON generation_rows (sidecar_path);
 CREATE INDEX IF NOT EXISTS version_rows_generation ON version_rows (generation_id);
+CREATE INDEX IF NOT EXISTS version_rows_sidecar ON version_rows (sidecar_path);
+CREATE INDEX IF NOT EXISTS version_rows_audio ON version_rows (audio_path);
+CREATE INDEX IF NOT EXISTS files_path ON files (path);
 """
 
 

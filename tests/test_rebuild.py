@@ -431,7 +431,7 @@ def test_second_sync_of_settled_library_reads_nothing(pm, library, tmp_path):
         "added": 3, "updated": 0, "removed": 0, "unchanged": 0, "errors": []
     }
     # the lookup indexes are built once the first sync has filled the tables
-    assert index.sql("SELECT count(*) FROM duckdb_indexes()")[1] == [(2,)]
+    assert index.sql("SELECT count(*) FROM duckdb_indexes()")[1] == [(6,)]
     assert index.sync().as_dict() == {
         "added": 0, "updated": 0, "removed": 0, "unchanged": 0, "errors": []
     }
