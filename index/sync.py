@@ -298,17 +298,11 @@ def _set_column(con: Any, table: str, column: str, values: dict[str, Any], key: 
         con.unregister("batch_values")
 
 
-def _apply_statements(
-    con: Any, files: pa.Table, tables: dict[str, pa.Table], new: bool
-) -> dict[str, Any]:
+def _apply_statements(con: Any, files: pa.Table, tables: dict[str, pa.Table]) -> dict[str, Any]:
     """Replace the rows of the batch's files (in the caller's transaction); returns the
-    updated_at their sidecars had. ``new``: the index holds none of them (a first build), so
-    there is nothing to look up or delete."""
+    updated_at their sidecars had."""
     paths = files["path"].to_pylist()
     audio = [p for p, kind in zip(paths, files["kind"].to_pylist()) if kind == "audio"]
-    if new:
-        con.execute(_INSERT)
-        return _flags(con, paths, audio, tables, [], {})
     before = dict(
         con.execute(
             "SELECT sidecar_path, updated_at FROM generation_rows WHERE sidecar_path = ANY($paths) "
@@ -320,19 +314,11 @@ def _apply_statements(
     old_ids = con.execute(
         "SELECT DISTINCT id FROM generation_rows WHERE sidecar_path = ANY($paths)", {"paths": paths}
     ).fetchall()
+    ids = sorted({i for (i,) in old_ids} | set(tables["generation"]["id"].to_pylist()))
     for statement in _DELETE:
         con.execute(statement, {"paths": paths})
     con.execute(_INSERT)
-    return _flags(con, paths, audio, tables, [i for (i,) in old_ids], before)
 
-
-def _flags(
-    con: Any, paths: list[str], audio: list[str], tables: dict[str, pa.Table],
-    old_ids: list[str], before: dict[str, Any],
-) -> dict[str, Any]:
-    """Set the shadowed and audio_present flags of the rows the batch touched; returns
-    ``before``."""
-    ids = sorted(set(old_ids) | set(tables["generation"]["id"].to_pylist()))
     ranks = con.execute(_RANKS, {"ids": ids}).fetchall()
     inserted = set(tables["generation"]["sidecar_path"].to_pylist())
     flipped = {path: shadowed for path, was, shadowed in ranks if was != shadowed}
@@ -506,11 +492,7 @@ def _apply_batches(
                  _file_rows(gone, checked_ns, [None] * len(removed), present=False)]
             )
         last = start == starts[-1]
-        # no file of the batch is in the index yet: a first build, batch after batch
-        new = not any(part["known"].to_pylist()) and (
-            start > 0 or (not removed and not any(others["known"].to_pylist()))
-        )
-        before = _apply(db, files, tables, (folders, checked_ns) if last and folders else None, last, new)
+        before = _apply(db, files, tables, (folders, checked_ns) if last and folders else None, last)
         updated_at = {
             path: when
             for table in tables.values()
@@ -556,7 +538,6 @@ def _apply(
     tables: dict[str, pa.Table],
     folders: tuple[Scan, int] | None,
     last: bool,
-    new: bool,
 ) -> dict[str, Any]:
     """Apply one batch in one transaction; returns the updated_at the batch's sidecars had."""
     with db.write() as con:
@@ -565,7 +546,7 @@ def _apply(
         con.register("batch_profiles", tables["profile"])
         con.execute("BEGIN")
         try:
-            before = _apply_statements(con, files, tables, new)
+            before = _apply_statements(con, files, tables)
             if last:
                 tables_module.ensure_indexes(con)
             if folders is not None:  # last: a sync that dies before this lists them again
