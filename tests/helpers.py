@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from tts_history import Audio, Generation
+from tts_history import Audio, Generation, History, Profile, get_plugin_manager
 
 RATE = 8000
 
@@ -51,3 +51,18 @@ def cli(*args: str, env: dict | None = None, input: str | None = None) -> subpro
         input=input,
         timeout=120,
     )
+
+
+def make_history(root) -> History:
+    """A History on its own library, with no plugins but ours."""
+    return History(root, plugin_manager=get_plugin_manager(root, entrypoints=False))
+
+
+def history_with_own_work(root) -> History:
+    """An import target that already holds a profile and a generation of its own."""
+    history = make_history(root)
+    history.hook.tts_history_profile_saved(profile=Profile(id="p-own", name="Own"))
+    record(history.pm, 0.02, profile_id="p-own", text="already here")
+    history.sync()
+    return history
+

@@ -42,8 +42,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from helpers import RATE, cli, days_ago, make_generation, record, tone
-from tts_history import Audio, Effect, History, Profile, Version, __version__, get_plugin_manager
+from helpers import RATE, cli, days_ago, history_with_own_work, make_generation, make_history, record, tone
+from tts_history import Audio, Effect, History, Profile, Version, __version__
 from tts_history.archive import ArchiveError, Limits
 from tts_history.archive.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST
 from tts_history.index import NotFoundError
@@ -54,10 +54,6 @@ if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
     set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "tts-history-hypothesis")
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def make_history(root: Path) -> History:
-    return History(root, plugin_manager=get_plugin_manager(root, entrypoints=False))
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -284,11 +280,7 @@ def target(world) -> History:
 
 @pytest.fixture
 def fresh_target(tmp_path) -> History:
-    history = make_history(tmp_path / "target")
-    history.hook.tts_history_profile_saved(profile=Profile(id="p-own", name="Own"))
-    record(history.pm, 0.02, profile_id="p-own", text="already here")
-    history.sync()
-    return history
+    return history_with_own_work(tmp_path / "target")
 
 
 # -- export ------------------------------------------------------------------------------------

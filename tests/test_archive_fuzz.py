@@ -43,8 +43,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from helpers import cli, record, tone
-from tts_history import Audio, Effect, History, Profile, Version, get_plugin_manager
+from helpers import cli, make_history, record, tone
+from tts_history import Audio, Effect, History, Profile, Version
 from tts_history.archive import ArchiveError, Limits
 from tts_history.library import LibraryError, schema
 
@@ -59,10 +59,6 @@ RATE = 8000
 VB_RATE = 24000
 
 # -- the valid archives, built once ------------------------------------------------------------
-
-
-def make_history(root: Path) -> History:
-    return History(root, plugin_manager=get_plugin_manager(root, entrypoints=False))
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

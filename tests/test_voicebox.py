@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import cli, record
-from tts_history import History, Profile, get_plugin_manager
+from helpers import cli, history_with_own_work, make_history, record
+from tts_history import History, Profile
 from tts_history.archive import ArchiveError
 from tts_history.library import schema
 
@@ -36,10 +36,6 @@ TEXT = "日本語のテキストです。❤️ 👍🏽 👨‍👩‍👧 ☺�
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def make_history(root: Path) -> History:
-    return History(root, plugin_manager=get_plugin_manager(root, entrypoints=False))
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -125,11 +121,7 @@ def sample_manifest() -> tuple[dict, dict[str, bytes]]:
 
 @pytest.fixture
 def target(tmp_path) -> History:
-    history = make_history(tmp_path / "target")
-    history.hook.tts_history_profile_saved(profile=Profile(id="p-own", name="Own"))
-    record(history.pm, 0.02, profile_id="p-own", text="already here")
-    history.sync()
-    return history
+    return history_with_own_work(tmp_path / "target")
 
 
 @pytest.fixture

@@ -209,6 +209,14 @@ def arrive(source: Path, target: Path, relative: str, *, truncate: int | None = 
     os.replace(temp, dst)
 
 
+def deliver(source: Path, target: Path, gid: str) -> tuple[str, list[str]]:
+    """Every file of a generation arrives at ``target``, audio first: (sidecar, audio)."""
+    sidecar, audio = files_of(source, gid)
+    for relative in audio + [sidecar]:
+        arrive(source, target, relative)
+    return sidecar, audio
+
+
 def files_of(root: Path, gid: str) -> tuple[str, list[str]]:
     """The sidecar and the audio files of one generation, relative to the library root."""
     sidecar = next((root / "generations").glob(f"*/*/*/{gid}.parquet"))
@@ -426,9 +434,7 @@ def replicas(tmp_path):
 def test_ten_events_on_one_sidecar_make_one_upsert(replicas, tmp_path):
     source, pm, target, index = replicas
     gid = record(pm, text="draft 0").id
-    sidecar, audio = files_of(source, gid)
-    for relative in audio + [sidecar]:
-        arrive(source, target, relative)
+    sidecar, audio = deliver(source, target, gid)
     base = schema.read_generation(source / sidecar)
     staging = tmp_path / "revisions"
     staging.mkdir()
@@ -459,9 +465,7 @@ def test_files_that_sync_tools_and_editors_leave_are_never_indexed(replicas, tmp
     keep = record(pm, text="a real generation")
     stray = record(pm, text="a stray copy under a name nobody indexes")
     sentinel = record(pm, text="the sentinel")
-    sidecar, audio = files_of(source, keep.id)
-    for relative in audio + [sidecar]:
-        arrive(source, target, relative)
+    sidecar, audio = deliver(source, target, keep.id)
     stray_sidecar, stray_audio = files_of(source, stray.id)
     valid = (source / stray_sidecar).read_bytes()  # a perfectly readable sidecar...
     wav = (source / stray_audio[0]).read_bytes()
@@ -529,9 +533,7 @@ def test_stray_files_of_file_managers_are_not_counted_as_audio(replicas, tmp_pat
     must count only the audio and sidecars of the library."""
     source, pm, target, index = replicas
     gid = record(pm, text="one").id
-    sidecar, audio = files_of(source, gid)
-    for relative in audio + [sidecar]:
-        arrive(source, target, relative)
+    sidecar, audio = deliver(source, target, gid)
     day = (target / sidecar).parent
     (day / "Thumbs.db").write_bytes(b"x" * 5000)
     (day / "desktop.ini").write_bytes(b"[.ShellClassInfo]\r\n" * 10)
@@ -718,9 +720,7 @@ def test_a_rewrite_of_the_same_size_with_its_mtime_kept_is_read_again(replicas, 
     source, pm, target, index = replicas
     gid = record(pm, text="same size A").id
     marker = record(pm, text="arrives after the rewrite").id
-    sidecar, audio = files_of(source, gid)
-    for relative in audio + [sidecar]:
-        arrive(source, target, relative)
+    sidecar, audio = deliver(source, target, gid)
     hour_ago = time.time_ns() - 3600 * 10**9
     keep_mtime(target / sidecar, hour_ago)
 
@@ -741,9 +741,7 @@ def test_a_rewrite_of_the_same_size_with_its_mtime_kept_is_read_again(replicas, 
 def test_the_next_start_sees_a_same_size_rewrite_whose_mtime_was_kept(replicas, tmp_path):
     source, pm, target, index = replicas
     gid = record(pm, text="while nobody watched A").id
-    sidecar, audio = files_of(source, gid)
-    for relative in audio + [sidecar]:
-        arrive(source, target, relative)
+    sidecar, audio = deliver(source, target, gid)
     hour_ago = time.time_ns() - 3600 * 10**9
     keep_mtime(target / sidecar, hour_ago)
     with Watcher(index, reconcile_every=None):
