@@ -278,24 +278,26 @@ FROM generation_rows WHERE id = ANY($ids)
 """
 
 
-def _set_column(con: Any, table: str, column: str, values: dict[str, Any], key: tuple[str, ...] = ()) -> None:
-    """Set ``column`` of the rows of ``table`` whose sidecar_path (and ``key`` columns) are the
-    keys of ``values``: one lookup per path in the index, not a join over the whole table."""
-    if not values:
-        return
-    names = ("sidecar_path", *key)
-    keys = list(values)
-    columns = {name: [k[i] if key else k for k in keys] for i, name in enumerate(names)}
-    con.register("batch_values", pa.table({**columns, "value": list(values.values())}))
-    try:
-        match = " AND ".join(f"t.{name} = u.{name}" for name in names)
+def _set_column(con: Any, table: str, column: str, values: dict[Any, bool], key: tuple[str, ...] = ()) -> None:
+    """Set boolean ``column`` of the rows of ``table`` whose sidecar_path (and ``key`` column)
+    are the keys of ``values``: one statement per value, each a lookup of its paths in the index
+    (an UPDATE joined with a table of values scanned every row instead)."""
+    for value in (True, False):
+        keys = sorted(k for k, v in values.items() if v is value)
+        if not keys:
+            continue
+        if not key:
+            con.execute(
+                f"UPDATE {table} SET {column} = $value WHERE sidecar_path = ANY($paths)",
+                {"value": value, "paths": keys},
+            )
+            continue
+        # the pair in one string; a NUL is in neither a path nor an id
         con.execute(
-            f"UPDATE {table} t SET {column} = u.value FROM batch_values u "
-            f"WHERE t.sidecar_path = ANY($paths) AND {match}",
-            {"paths": sorted(set(columns["sidecar_path"]))},
+            f"UPDATE {table} SET {column} = $value WHERE sidecar_path = ANY($paths) "
+            f"AND sidecar_path || chr(0) || {key[0]} = ANY($pairs)",
+            {"value": value, "paths": sorted({p for p, _ in keys}), "pairs": [f"{p}\0{k}" for p, k in keys]},
         )
-    finally:
-        con.unregister("batch_values")
 
 
 def _apply_statements(con: Any, files: pa.Table, tables: dict[str, pa.Table]) -> dict[str, Any]:

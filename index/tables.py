@@ -138,7 +138,8 @@ def current_version(con: duckdb.DuckDBPyConnection) -> str | None:
 def create(con: duckdb.DuckDBPyConnection, library_root: str, library_id: str) -> None:
     """(Re)create every table, empty; the caller then syncs from the folder."""
     for (name, kind) in con.execute(
-        "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'"
+        "SELECT table_name, table_type FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_schema = 'main'"
     ).fetchall():
         con.execute(f'DROP {"VIEW" if kind == "VIEW" else "TABLE"} IF EXISTS "{name}" CASCADE')
     con.execute(_DDL)

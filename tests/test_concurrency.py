@@ -26,7 +26,7 @@ import pytest
 from helpers import cli, record, tone
 from tts_history import Audio, Version
 from tts_history.index import Filters, Index, IndexBusyError, IndexCorruptError
-from tts_history.index.connection import Database
+from tts_history.index.connection import Database, engine
 
 SAFETY = 60.0  # seconds: only ever a limit against hanging, never a speed requirement
 
@@ -311,6 +311,37 @@ def test_a_sync_waits_for_the_readers_of_its_own_process(library, pm):
     assert results == [1] * 25  # the reader's connection stayed whole, and saw one state
     assert report.added == 1 and report.errors == []
     assert index.stats()["total_generations"] == 2
+
+
+def test_an_idle_index_is_detached_and_its_file_left_free(library, pm):
+    """The process attaches the index file to its one DuckDB instance per turn: once idle, the
+    file is detached (no alias left behind, however many turns) and another process may take it
+    read-write."""
+    root = library_root(pm)
+    record(pm, text="first")
+    index = Index(root)
+    for _ in range(5):
+        index.sync()
+        index.stats()
+    deadline = time.monotonic() + SAFETY
+    while attached() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert attached() == []
+    done = subprocess.run(
+        [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(index.path)],
+        capture_output=True, text=True, timeout=SAFETY,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def attached() -> list[str]:
+    con = engine()
+    try:
+        return [name for (name,) in con.execute(
+            "SELECT database_name FROM duckdb_databases() WHERE NOT internal AND database_name <> 'memory'"
+        ).fetchall()]
+    finally:
+        con.close()
 
 
 # -- (c) the lock of another process ----------------------------------------------------------
