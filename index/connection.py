@@ -32,6 +32,8 @@ WRITE_TIMEOUT = 60.0
 LINGER = 0.1  # seconds an idle read-only connection stays open for the next query
 MAX_HOLD = 0.1  # seconds a connection may stay open while queries keep coming
 # (opening again costs 1-5 ms: at 0.3 s a watcher waited twice as long for its turn)
+HOLD_PER_USE = 3  # ... or this many times its longest use: a reopened file's data is read again,
+# and a process scanning 160 MB per query would otherwise spend half its time doing so
 REST = 0.04  # seconds before opening again after MAX_HOLD: longer than RETRY_MAX * 1.5
 RETRY_MAX = 0.02  # the longest pause between two tries of an open that meets a lock
 
@@ -130,6 +132,7 @@ class Database:
         self._users = 0
         self._pins = 0
         self._opened_at = 0.0
+        self._longest = 0.0  # seconds of the longest use since the connection was opened
         self._rest_until = 0.0
         self._closer: threading.Timer | None = None
 
@@ -143,6 +146,7 @@ class Database:
         self._alias = self._con.execute("SELECT current_database()").fetchone()[0]
         self._read_only = read_only
         self._opened_at = time.monotonic()
+        self._longest = 0.0
 
     def _checkout(self) -> duckdb.DuckDBPyConnection:
         """A cursor of the open connection, for one user (the caller holds ``_cond``)."""
@@ -156,11 +160,12 @@ class Database:
 
     @contextmanager
     def _lent(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+        started = time.monotonic()
         try:
             yield cursor
         finally:
             cursor.close()
-            self._release()
+            self._release(time.monotonic() - started)
 
     @contextmanager
     def read(self, timeout: float = READ_TIMEOUT) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -200,22 +205,24 @@ class Database:
                 self._pins -= 1
                 self._close_if_idle()
 
-    def _release(self) -> None:
+    def _release(self, used: float) -> None:
         with self._cond:
             self._users -= 1
+            self._longest = max(self._longest, used)
             self._close_if_idle()
             self._cond.notify_all()
 
     def _close_if_idle(self) -> None:
         """Close when nobody uses the connection, after LINGER seconds in case another query
-        follows at once (attaching costs 1-5 ms), but never holding it past MAX_HOLD in a row,
-        so that other processes waiting for the file get their turn."""
+        follows at once (attaching costs 1-5 ms), but never holding it past MAX_HOLD (or
+        HOLD_PER_USE times its longest use) in a row, so that other processes waiting for the
+        file get their turn."""
         if self._users or self._pins or self._con is None or self._closer is not None:
             return
         if not self._read_only:  # writes come in batches: let readers of other processes in
             self._close()
             return
-        if time.monotonic() - self._opened_at >= MAX_HOLD:
+        if time.monotonic() - self._opened_at >= max(MAX_HOLD, HOLD_PER_USE * self._longest):
             self._close()
             self._rest_until = time.monotonic() + REST
             return

@@ -19,6 +19,7 @@ import duckdb
 
 from ..library import Library
 from ..library.schema import STATUSES
+from . import tables
 from .text import search_terms
 
 DEFAULT_LIMIT = 50
@@ -161,11 +162,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise QueryError(f"cursor {cursor!r} is not one this tool gave out") from None
 
 
+# the profile's current name when it still exists, else the name it had at generation time
 _ITEM_COLUMNS = ", ".join(
     "coalesce(p.name, g.profile_name)" if f == "profile_name" else f"g.{f}" for f in ITEM_FIELDS
 )
-# the profile's current name when it still exists, else the name it had at generation time
-_FROM = "FROM generation_rows g LEFT JOIN profiles p ON p.id = g.profile_id"
 
 
 def _item(library: Library, row: tuple) -> dict[str, Any]:
@@ -207,25 +207,45 @@ def list_generations(
     page_where, page_params = "true", []
     if cursor is not None:
         created, last_id = _decode_cursor(cursor)
-        page_where = "(g.created_at < ? OR (g.created_at = ? AND g.id < ?))"
+        # the first term alone lets DuckDB skip row groups by their created_at range
+        page_where = "g.created_at <= ? AND (g.created_at < ? OR g.id < ?)"
         page_params = [created, created, last_id]
     order = "ORDER BY g.created_at DESC, g.id DESC"
     # The page's keys are sorted alone and its rows fetched after: sorting whole rows costs
     # ten times more on a deep page. A search reads every text, so its matches are kept and
     # counted from there instead of being searched for twice.
     searching = bool(search_terms(filters.search or ""))
-    matches = (
-        f"WITH m AS MATERIALIZED (SELECT g.rowid AS r, g.created_at, g.id FROM generation_rows g "
-        f"WHERE {where}), page AS (SELECT r FROM m g WHERE {page_where} {order} LIMIT ? OFFSET ?)"
-        if searching
-        else f"WITH page AS (SELECT g.rowid AS r FROM generation_rows g WHERE {where} AND {page_where} "
-        f"{order} LIMIT ? OFFSET ?)"
-    )
-    total_sql = "SELECT count(*) FROM m" if searching else f"SELECT count(*) FROM generation_rows g WHERE {where}"
+    # Sorted on created_at alone, DuckDB skips row groups that cannot reach the page: the
+    # page's last created_at then bounds both the sort on two keys and the fetch of the rows.
+    last = "SELECT g.created_at FROM {} g WHERE {} ORDER BY g.created_at DESC LIMIT 1 OFFSET ?"
+    if searching:
+        ctes = (f"WITH m AS MATERIALIZED (SELECT g.rowid AS r, g.created_at, g.id FROM generation_rows g "
+                f"WHERE {where}), ")
+        source, key, page_filter, page_filter_params = "m g", "g.r", page_where, page_params
+        bound = f"coalesce(({last.format('m', page_where)}), '-infinity'::TIMESTAMPTZ)"
+        bound_params = page_params + [offset + limit]
+        total_sql, total_params = "SELECT count(*) FROM m", []
+    else:
+        ctes = "WITH "
+        source, key = "generation_rows g", "g.rowid"
+        page_filter, page_filter_params = f"{where} AND {page_where}", params + page_params
+        found = con.execute(
+            last.format("generation_rows", page_filter), page_filter_params + [offset + limit]
+        ).fetchall()
+        # a constant, so that the scan itself skips row groups
+        bound, bound_params = "coalesce(?, '-infinity'::TIMESTAMPTZ)", [found[0][0] if found else None]
+        total_sql, total_params = f"SELECT count(*) FROM generation_rows g WHERE {where}", params
     rows = con.execute(
-        f"{matches} SELECT {_ITEM_COLUMNS}, ({total_sql}) FROM generation_rows g "
-        f"SEMI JOIN page ON g.rowid = page.r LEFT JOIN profiles p ON p.id = g.profile_id {order}",
-        params + page_params + [limit + 1, offset] + ([] if searching else params),
+        f"{ctes}page AS (SELECT {key} AS r FROM {source} WHERE {page_filter} AND g.created_at >= {bound} "
+        f"{order} LIMIT ? OFFSET ?) "
+        f"SELECT {_ITEM_COLUMNS}, ({total_sql}) FROM generation_rows g SEMI JOIN page ON g.rowid = page.r "
+        f"LEFT JOIN profiles p ON p.id = g.profile_id WHERE g.created_at >= {bound} {order}",
+        (params if searching else [])
+        + page_filter_params
+        + bound_params
+        + [limit + 1, offset]
+        + total_params
+        + bound_params,
     ).fetchall()
     if rows:
         total = rows[0][-1]
@@ -245,25 +265,29 @@ def get_generation(
     con: duckdb.DuckDBPyConnection, library: Library, generation_id: str
 ) -> dict[str, Any]:
     """One generation with every recorded field, its versions, and which one is active."""
-    # one round trip: the versions come along as a list of structs
-    versions = ", ".join(f"{f} := v.{f}" for f in _VERSION_FIELDS)
+    # Three lookups in the indexes: joined into one query, DuckDB scanned version_rows whole.
     row = con.execute(
-        f"SELECT {_ITEM_COLUMNS}, {', '.join('g.' + f for f in _DETAIL_FIELDS)}, "
-        # not correlated with g: DuckDB would join every version row to find them
-        f"(SELECT list(struct_pack({versions}) ORDER BY v.position) FROM version_rows v "
-        f"WHERE v.generation_id = $id AND NOT v.shadowed) {_FROM} "
+        f"SELECT {', '.join('g.' + f for f in ITEM_FIELDS + _DETAIL_FIELDS)} FROM generation_rows g "
         "WHERE g.id = $id AND NOT g.shadowed",
         {"id": generation_id},
     ).fetchone()
     if row is None:
         raise NotFoundError(f"generation {generation_id!r} not found")
     item = _item(library, row[: len(ITEM_FIELDS)])
-    detail = dict(zip(_DETAIL_FIELDS, row[len(ITEM_FIELDS) : -1]))
+    current = con.execute("SELECT name FROM profiles WHERE id = $id", {"id": item["profile_id"]}).fetchone()
+    if current is not None:  # else the name it had at generation time
+        item["profile_name"] = current[0]
+    detail = dict(zip(_DETAIL_FIELDS, row[len(ITEM_FIELDS) :]))
     detail["updated_at"] = iso(detail["updated_at"])
     detail["extra"] = dict(detail["extra"] or {})
     detail["sidecar_path"] = _absolute(library, detail["sidecar_path"])
     item.update(detail)
-    item["versions"] = [_version(library, dict(v)) for v in row[-1] or []]
+    versions = con.execute(
+        f"SELECT {', '.join(_VERSION_FIELDS)} FROM version_rows "
+        "WHERE generation_id = $id AND NOT shadowed ORDER BY position",
+        {"id": generation_id},
+    ).fetchall()
+    item["versions"] = [_version(library, dict(zip(_VERSION_FIELDS, v))) for v in versions]
     return item
 
 
@@ -277,25 +301,13 @@ def _version(library: Library, version: dict[str, Any]) -> dict[str, Any]:
 
 def stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """The seed's statistics, plus counts by engine, language and status and bytes on disk."""
-    # one round trip: totals and the four breakdowns as rows of (breakdown, key, n, seconds)
-    rows = con.execute(
-        """
-        SELECT 'total', NULL, count(*), fsum(duration), count(*) FILTER (is_favorited)
-        FROM generations
-        UNION ALL SELECT 'profile', profile_id, count(*), NULL, NULL FROM generations GROUP BY 2
-        UNION ALL SELECT 'engine', engine, count(*), NULL, NULL FROM generations GROUP BY 2
-        UNION ALL SELECT 'language', language, count(*), NULL, NULL FROM generations GROUP BY 2
-        UNION ALL SELECT 'status', status, count(*), NULL, NULL FROM generations GROUP BY 2
-        UNION ALL SELECT 'bytes', kind, sum(size), NULL, NULL FROM files GROUP BY 2
-        """
-    ).fetchall()
-    # fsum: a plain sum of doubles depends on row order, and a rebuilt index must answer the same
+    rows = tables.tallies(con)
     by: dict[str, dict] = {"profile": {}, "engine": {}, "language": {}, "status": {}, "bytes": {}}
     total = duration = favorites = 0
     for breakdown, key, count, seconds, favorite in rows:
         if breakdown == "total":
-            total, duration, favorites = count, seconds or 0.0, favorite
-        else:
+            total, duration, favorites = int(count), seconds, int(favorite)
+        elif count:  # a key whose last generation went
             by[breakdown][key] = int(count)
     audio_bytes = by["bytes"].get("audio", 0)
     sidecar_bytes = by["bytes"].get("generation", 0) + by["bytes"].get("profile", 0)

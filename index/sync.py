@@ -317,6 +317,8 @@ def _apply_statements(con: Any, files: pa.Table, tables: dict[str, pa.Table]) ->
         "SELECT DISTINCT id FROM generation_rows WHERE sidecar_path = ANY($paths)", {"paths": paths}
     ).fetchall()
     ids = sorted({i for (i,) in old_ids} | set(tables["generation"]["id"].to_pylist()))
+    # the stats' tallies change by what the rows of these ids and paths counted before and after
+    counted = _count(con, ids, paths) if len(ids) <= LOOKUP_MAX and len(paths) <= LOOKUP_MAX else None
     for statement in _DELETE:
         con.execute(statement, {"paths": paths})
     con.execute(_INSERT)
@@ -364,7 +366,55 @@ def _apply_statements(con: Any, files: pa.Table, tables: dict[str, pa.Table]) ->
     _set_column(con, "generation_rows", "audio_present", {
         path: present[(path, vid)] for path, vid in active if (path, vid) in present
     })
+    if counted is None:  # too many to look up: counted again from every row at the end
+        con.execute("UPDATE meta SET value = 'stale' WHERE key = 'tallies'")
+    else:
+        _add_tallies(con, counted, _count(con, ids, paths))
     return before
+
+
+_COUNT_GENERATIONS = """
+SELECT profile_id, engine, language, status, count(*), coalesce(sum(duration::DECIMAL(38, 12)), 0),
+       count(*) FILTER (is_favorited)
+FROM (SELECT * FROM generation_rows WHERE id = ANY($ids)) WHERE NOT shadowed GROUP BY ALL
+"""
+
+
+def _count(con: Any, ids: list[str], paths: list[str]) -> dict[tuple[str, str | None], list]:
+    """What the rows of these generation ids and file paths add to each tally."""
+    out: dict[tuple[str, str | None], list] = {}
+
+    def add(key: tuple[str, str | None], n: Any, duration: Any = 0, favorites: Any = 0) -> None:
+        tally = out.setdefault(key, [0, 0, 0])
+        tally[0] += n
+        tally[1] += duration
+        tally[2] += favorites
+
+    for profile, engine, language, status, n, duration, favorites in con.execute(
+        _COUNT_GENERATIONS, {"ids": ids}
+    ).fetchall():
+        add(("total", None), n, duration, favorites)
+        for breakdown, key in (("profile", profile), ("engine", engine), ("language", language), ("status", status)):
+            add((breakdown, key), n)
+    for kind, size in con.execute(
+        "SELECT kind, sum(size) FROM files WHERE path = ANY($paths) GROUP BY kind", {"paths": paths}
+    ).fetchall():
+        add(("bytes", kind), size)
+    return out
+
+
+def _add_tallies(con: Any, before: dict, after: dict) -> None:
+    if before == after:
+        return
+    tallies = {(b, k): [n, d, f] for b, k, n, d, f in con.execute("SELECT * FROM tallies").fetchall()}
+    for sign, change in ((-1, before), (1, after)):
+        for key, values in change.items():
+            tally = tallies.setdefault(key, [0, 0, 0])
+            for i, value in enumerate(values):
+                tally[i] += sign * value
+    rows = [(b, k, *v) for (b, k), v in tallies.items() if any(v)]
+    con.execute("DELETE FROM tallies")
+    con.executemany("INSERT INTO tallies VALUES (?, ?, ?, ?, ?)", rows)
 
 
 # Files in or below the folders of table ``below`` (paths ending in '/'): matched among the few
@@ -551,6 +601,7 @@ def _apply(
             before = _apply_statements(con, files, tables)
             if last:
                 tables_module.ensure_indexes(con)
+                _recount_if_stale(con)
             if folders is not None:  # last: a sync that dies before this lists them again
                 _record_folders(con, *folders)
             con.execute("COMMIT")
@@ -561,6 +612,14 @@ def _apply(
             for name in ("batch_files", "batch_generations", "batch_profiles", "batch_listed", "batch_gone"):
                 con.unregister(name)
     return before
+
+
+def _recount_if_stale(con: Any) -> None:
+    if con.execute("SELECT value FROM meta WHERE key = 'tallies'").fetchall() == [("current",)]:
+        return
+    con.execute("DELETE FROM tallies")
+    con.execute(f"INSERT INTO tallies {tables_module.TALLIES}")
+    con.execute("UPDATE meta SET value = 'current' WHERE key = 'tallies'")
 
 
 def _record_folders(con: Any, found: Scan, checked_ns: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-INDEX_VERSION = "9"
+INDEX_VERSION = "10"
 
 # One row per sidecar file. Several sidecars can carry the same generation id: a sync tool's
 # conflict copy, or a copy left in another day folder. The newest updated_at wins (on a tie the
@@ -99,6 +99,17 @@ CREATE TABLE profiles (
     updated_at TIMESTAMPTZ NOT NULL,
     sidecar_path VARCHAR NOT NULL
 );
+-- What `stats` answers, kept current by each sync batch in its own transaction: count, summed
+-- duration (as an exact decimal, so that the order rows came in cannot change it) and
+-- favorites, in total and by profile, engine, language and status; and bytes by file kind.
+-- meta 'tallies' is 'stale' while a large sync is under way: stats then counts from the rows.
+CREATE TABLE tallies (
+    breakdown VARCHAR NOT NULL,     -- 'total' | 'profile' | 'engine' | 'language' | 'status' | 'bytes'
+    key VARCHAR,
+    n HUGEINT NOT NULL,             -- generations, or bytes for 'bytes'
+    duration DECIMAL(38, 12) NOT NULL,
+    favorites HUGEINT NOT NULL
+);
 CREATE VIEW generations AS
     SELECT * EXCLUDE (shadowed, conflict_copy, search_text) FROM generation_rows WHERE NOT shadowed;
 CREATE VIEW versions AS
@@ -149,5 +160,26 @@ def create(con: duckdb.DuckDBPyConnection, library_root: str, library_id: str) -
             ("index_version", INDEX_VERSION),
             ("library_root", library_root),
             ("library_id", library_id),
+            ("tallies", "current"),  # of no rows: none
         ],
     )
+
+
+# Every figure of `stats`, from the rows: the tallies' contents when they are current.
+TALLIES = """
+SELECT 'total', NULL, count(*), coalesce(sum(duration::DECIMAL(38, 12)), 0), count(*) FILTER (is_favorited)
+FROM generations
+UNION ALL SELECT 'profile', profile_id, count(*), 0, 0 FROM generations GROUP BY 2
+UNION ALL SELECT 'engine', engine, count(*), 0, 0 FROM generations GROUP BY 2
+UNION ALL SELECT 'language', language, count(*), 0, 0 FROM generations GROUP BY 2
+UNION ALL SELECT 'status', status, count(*), 0, 0 FROM generations GROUP BY 2
+UNION ALL SELECT 'bytes', kind, sum(size), 0, 0 FROM files GROUP BY 2
+"""
+
+
+def tallies(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """(breakdown, key, n, duration, favorites) rows: kept ones when current, else counted."""
+    state = con.execute("SELECT value FROM meta WHERE key = 'tallies'").fetchone()
+    if state is not None and state[0] == "current":
+        return con.execute("SELECT * FROM tallies").fetchall()
+    return con.execute(TALLIES).fetchall()

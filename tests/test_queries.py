@@ -15,7 +15,7 @@ import pytest
 from helpers import RATE, tone
 
 from tts_history import Audio, Generation, History, Profile, Version, get_plugin_manager, hookimpl
-from tts_history.index import NotFoundError, QueryError
+from tts_history.index import NotFoundError, QueryError, tables
 
 # the seed's GenerationResponse (its "Response Schema"), in its order
 SEED_ITEM_KEYS = [
@@ -469,6 +469,54 @@ def test_stats(history):
     assert stats["audio_bytes"] == sum(p.stat().st_size for p in audio)
     assert stats["sidecar_bytes"] == sum(p.stat().st_size for p in sidecars)
     assert stats["bytes_on_disk"] == stats["audio_bytes"] + stats["sidecar_bytes"]
+
+
+def test_stats_kept_by_each_sync_are_those_counted_from_the_rows(pm, library):
+    """stats reads tallies that each sync batch adjusts by what it changed: through adds,
+    failures, favorites, versions, deletions and a conflict copy taking over, they stay equal
+    to a count over every row."""
+    history = History(library, plugin_manager=pm)
+    index = history.index
+
+    def check() -> dict:
+        index.sync()
+        assert index.sql("SELECT value FROM meta WHERE key = 'tallies'")[1] == [("current",)]
+        kept = {row for row in index.sql("SELECT * FROM tallies")[1]}
+        counted = {row for row in index.sql(tables.TALLIES)[1] if row[2]}
+        assert kept == counted
+        return history.stats()
+
+    for i, (profile, engine, seconds) in enumerate([("alice", "qwen", 0.2), ("bob", "espeak", 0.3), ("alice", "kokoro", 0.1)]):
+        pm.hook.tts_history_generation_completed(
+            generation=Generation(id=f"s{i}", profile_id=profile, text=f"take {i}", engine=engine, language="en"),
+            audio=Audio.from_samples(tone(seconds), RATE),
+        )
+    pm.hook.tts_history_generation_failed(
+        generation=Generation(id="f1", profile_id="bob", text="broken", engine="qwen"), error="out of memory"
+    )
+    assert check()["generations_by_status"] == {"completed": 3, "failed": 1}
+    pm.hook.tts_history_favorite_set(generation_id="s0", is_favorited=True)
+    pm.hook.tts_history_version_added(
+        generation_id="s1", version=Version(id="v2", label="louder", effects_chain=[]),
+        audio=Audio.from_samples(tone(0.5), RATE), is_default=True,
+    )
+    pm.hook.tts_history_generation_deleted(generation_id="f1")
+    stats = check()
+    assert (stats["favorites"], stats["total_generations"]) == (1, 3)
+
+    # a conflict copy of s2, favorited, then the original changed after it: the original wins
+    pm.hook.tts_history_favorite_set(generation_id="s2", is_favorited=True)
+    sidecar = Path(index.get("s2")["sidecar_path"])
+    copy = sidecar.with_name(f"{sidecar.stem}.sync-conflict-20260101-000000-ABCDEFG.parquet")
+    copy.write_bytes(sidecar.read_bytes())
+    pm.hook.tts_history_favorite_set(generation_id="s2", is_favorited=False)
+    assert check()["favorites"] == 1
+    sidecar.unlink()  # the original goes: the copy takes over, favorited
+    stats = check()
+    assert (stats["favorites"], stats["total_generations"]) == (2, 3)
+    copy.unlink()
+    stats = check()
+    assert stats["total_generations"] == 2 and stats["generations_by_profile"] == {"alice": 1, "bob": 1}
 
 
 def test_stats_of_an_empty_library(pm, library):
