@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,12 +301,13 @@ def _set_column(con: Any, table: str, column: str, values: dict[Any, bool], key:
         )
 
 
-def _apply_statements(con: Any, files: pa.Table, tables: dict[str, pa.Table]) -> dict[str, Any]:
+def _apply_statements(con: Any, files: pa.Table, tables: dict[str, pa.Table], new: bool) -> dict[str, Any]:
     """Replace the rows of the batch's files (in the caller's transaction); returns the
-    updated_at their sidecars had."""
+    updated_at their sidecars had. ``new``: the index surely holds none of these files (a
+    first build), so no old rows are looked for."""
     paths = files["path"].to_pylist()
     audio = [p for p, kind in zip(paths, files["kind"].to_pylist()) if kind == "audio"]
-    before = dict(
+    before: dict[str, Any] = {} if new else dict(
         con.execute(
             "SELECT sidecar_path, updated_at FROM generation_rows WHERE sidecar_path = ANY($paths) "
             "UNION ALL SELECT sidecar_path, updated_at FROM profiles WHERE sidecar_path = ANY($paths)",
@@ -313,14 +315,15 @@ def _apply_statements(con: Any, files: pa.Table, tables: dict[str, pa.Table]) ->
         ).fetchall()
     )
     # ids whose rows change: their old rows (about to go) and their new ones
-    old_ids = con.execute(
+    old_ids = [] if new else con.execute(
         "SELECT DISTINCT id FROM generation_rows WHERE sidecar_path = ANY($paths)", {"paths": paths}
     ).fetchall()
     ids = sorted({i for (i,) in old_ids} | set(tables["generation"]["id"].to_pylist()))
     # the stats' tallies change by what the rows of these ids and paths counted before and after
     counted = _count(con, ids, paths) if len(ids) <= LOOKUP_MAX and len(paths) <= LOOKUP_MAX else None
-    for statement in _DELETE:
-        con.execute(statement, {"paths": paths})
+    if not new:
+        for statement in _DELETE:
+            con.execute(statement, {"paths": paths})
     con.execute(_INSERT)
 
     ranks = con.execute(_RANKS, {"ids": ids}).fetchall()
@@ -492,6 +495,7 @@ def sync(
             params={"paths": found.files["path"].to_pylist()} if few else None,
         ).to_arrow_table()
         removed = con.execute(removed_sql, params).fetchall()
+        revision = _revision(con)
         for name in ("scan", "below", "listed"):
             con.unregister(name)
 
@@ -505,7 +509,7 @@ def sync(
 
     total = sidecars.num_rows
     with Reader(str(library.root), helper=total >= HELPER_MIN) as reader:
-        _apply_batches(db, reader, report, sidecars, others, removed, folders, checked_ns, progress)
+        _apply_batches(db, reader, report, sidecars, others, removed, folders, checked_ns, revision, progress)
     return report
 
 
@@ -518,51 +522,69 @@ def _apply_batches(
     removed: list[tuple[str, str, str]],
     folders: Scan | None,
     checked_ns: int,
+    revision: int,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    """Read the changed sidecars and apply them, batch by batch, counting into ``report``."""
+    """Read the changed sidecars and apply them, batch by batch, counting into ``report``.
+    ``revision``: the index's when the changes were found."""
     total = sidecars.num_rows
     starts = range(0, max(total, 1), BATCH)
-    for start in starts:
+
+    def load(start: int) -> tuple[dict[str, pa.Table], list[tuple[str, str]]]:
         part = sidecars.slice(start, BATCH)
-        paths = part["path"].to_pylist()
-        tables, errors = reader.load(paths, part["kind"].to_pylist())
-        report.errors.extend(errors)
-        failed = dict(errors)
-        files = _file_rows(part, checked_ns, [failed.get(p) for p in paths], present=True)
-        if start == 0:  # removals and audio changes go with the first batch
-            gone = pa.table(
-                {
-                    "path": pa.array([r[0] for r in removed], pa.string()),
-                    "folder": pa.array([r[2] for r in removed], pa.string()),
-                    "kind": pa.array([r[1] for r in removed], pa.string()),
-                    **{name: pa.array([0] * len(removed), pa.int64()) for name in STAT_COLUMNS},
-                }
+        return reader.load(part["path"].to_pylist(), part["kind"].to_pylist())
+
+    # the next batch is read while this one is applied: DuckDB lets go of the GIL meanwhile
+    with ThreadPoolExecutor(1, thread_name_prefix="tts-history-read") as pool:
+        loading = pool.submit(load, starts[0])
+        for start in starts:
+            part = sidecars.slice(start, BATCH)
+            paths = part["path"].to_pylist()
+            tables, errors = loading.result()
+            if start != starts[-1]:
+                loading = pool.submit(load, start + BATCH)
+            report.errors.extend(errors)
+            failed = dict(errors)
+            files = _file_rows(part, checked_ns, [failed.get(p) for p in paths], present=True)
+            if start == 0:  # removals and audio changes go with the first batch
+                gone = pa.table(
+                    {
+                        "path": pa.array([r[0] for r in removed], pa.string()),
+                        "folder": pa.array([r[2] for r in removed], pa.string()),
+                        "kind": pa.array([r[1] for r in removed], pa.string()),
+                        **{name: pa.array([0] * len(removed), pa.int64()) for name in STAT_COLUMNS},
+                    }
+                )
+                files = pa.concat_tables(
+                    [files, _file_rows(others, checked_ns, [None] * others.num_rows, present=True),
+                     _file_rows(gone, checked_ns, [None] * len(removed), present=False)]
+                )
+            last = start == starts[-1]
+            unknown = not any(part["known"].to_pylist()) and (
+                start > 0 or (not removed and not any(others["known"].to_pylist()))
             )
-            files = pa.concat_tables(
-                [files, _file_rows(others, checked_ns, [None] * others.num_rows, present=True),
-                 _file_rows(gone, checked_ns, [None] * len(removed), present=False)]
+            before, revision = _apply(
+                db, files, tables, (folders, checked_ns) if last and folders else None, last,
+                revision if unknown else None,
             )
-        last = start == starts[-1]
-        before = _apply(db, files, tables, (folders, checked_ns) if last and folders else None, last)
-        updated_at = {
-            path: when
-            for table in tables.values()
-            for path, when in zip(
-                table.column("sidecar_path").to_pylist(), table.column("updated_at").to_pylist()
-            )
-        }
-        for path, was_known, had_error in zip(paths, part["known"].to_pylist(), part["had_error"].to_pylist()):
-            if path in failed:
-                continue
-            if not was_known:
-                report.added += 1
-            elif had_error or before.get(path) != updated_at.get(path):
-                report.updated += 1
-            else:
-                report.unchanged += 1
-        if progress is not None:
-            progress(start + part.num_rows, total)
+            updated_at = {
+                path: when
+                for table in tables.values()
+                for path, when in zip(
+                    table.column("sidecar_path").to_pylist(), table.column("updated_at").to_pylist()
+                )
+            }
+            for path, was_known, had_error in zip(paths, part["known"].to_pylist(), part["had_error"].to_pylist()):
+                if path in failed:
+                    continue
+                if not was_known:
+                    report.added += 1
+                elif had_error or before.get(path) != updated_at.get(path):
+                    report.updated += 1
+                else:
+                    report.unchanged += 1
+            if progress is not None:
+                progress(start + part.num_rows, total)
 
 
 _SIDECAR_KINDS = ["generation", "profile"]
@@ -590,15 +612,20 @@ def _apply(
     tables: dict[str, pa.Table],
     folders: tuple[Scan, int] | None,
     last: bool,
-) -> dict[str, Any]:
-    """Apply one batch in one transaction; returns the updated_at the batch's sidecars had."""
+    new_since: int | None,
+) -> tuple[dict[str, Any], int]:
+    """Apply one batch in one transaction; returns the updated_at the batch's sidecars had, and
+    the index's revision after it. ``new_since``: none of the batch's files was in the index at
+    this revision; if nobody else has written since, they are not in it now either."""
     with db.write() as con:
         con.register("batch_files", files)
         con.register("batch_generations", tables["generation"])
         con.register("batch_profiles", tables["profile"])
         con.execute("BEGIN")
         try:
-            before = _apply_statements(con, files, tables)
+            revision = _revision(con)
+            before = _apply_statements(con, files, tables, new=new_since == revision)
+            con.execute("UPDATE meta SET value = $v WHERE key = 'revision'", {"v": str(revision + 1)})
             if last:
                 tables_module.ensure_indexes(con)
                 _recount_if_stale(con)
@@ -611,7 +638,13 @@ def _apply(
         finally:
             for name in ("batch_files", "batch_generations", "batch_profiles", "batch_listed", "batch_gone"):
                 con.unregister(name)
-    return before
+    return before, revision + 1
+
+
+def _revision(con: Any) -> int:
+    """How many batches the index has taken: a sync that finds it where it left it knows that
+    what it found missing is still missing."""
+    return int(con.execute("SELECT value FROM meta WHERE key = 'revision'").fetchall()[0][0])
 
 
 def _recount_if_stale(con: Any) -> None:

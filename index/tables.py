@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-INDEX_VERSION = "10"
+INDEX_VERSION = "11"
 
 # One row per sidecar file. Several sidecars can carry the same generation id: a sync tool's
 # conflict copy, or a copy left in another day folder. The newest updated_at wins (on a tie the
@@ -161,6 +161,7 @@ def create(con: duckdb.DuckDBPyConnection, library_root: str, library_id: str) -
             ("library_root", library_root),
             ("library_id", library_id),
             ("tallies", "current"),  # of no rows: none
+            ("revision", "0"),  # batches applied: see sync.py
         ],
     )
 
