@@ -5,8 +5,8 @@ even read it), has no busy timeout, and refuses a read-only connection beside a 
 in the same process. So, per process and file, there is one connection at a time, shared by
 every thread through cursors: read-only while only readers need it, read-write while a writer
 does (readers then share the writer's). An idle read-only connection closes after a moment
-(LINGER), a read-write one at once, and one in steady use at least every MAX_HOLD seconds,
-after which this process rests (REST) before opening again: a process that queries without
+(LINGER), a read-write one at once, and one in steady use at least every MAX_HOLD seconds
+(or HOLD_PER_USE times its longest use), after which this process rests (REST) before opening again: a process that queries without
 pause would otherwise leave other processes only gaps too short to find. Opens that meet
 another process's lock retry with short backoff until a deadline.
 
