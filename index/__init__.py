@@ -146,17 +146,17 @@ class Index:
         offset: int = 0,
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        with self.reading() as con:
+        with self.reading() as con, queries.snapshot(con):
             return queries.list_generations(
                 con, self.library, filters, limit=limit, offset=offset, cursor=cursor
             )
 
     def get(self, generation_id: str) -> dict[str, Any]:
-        with self.reading() as con:
+        with self.reading() as con, queries.snapshot(con):
             return queries.get_generation(con, self.library, generation_id)
 
     def stats(self) -> dict[str, Any]:
-        with self.reading() as con:
+        with self.reading() as con, queries.snapshot(con):
             return queries.stats(con)
 
     def sql(self, query: str) -> tuple[list[str], list[tuple]]:

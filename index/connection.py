@@ -18,7 +18,10 @@ the same either way.
 from __future__ import annotations
 
 import itertools
+import logging
+import os
 import random
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +37,7 @@ MAX_HOLD = 0.1  # seconds a connection may stay open while queries keep coming
 # (opening again costs 1-5 ms: at 0.3 s a watcher waited twice as long for its turn)
 HOLD_PER_USE = 3  # ... or this many times its longest use: a reopened file's data is read again,
 # and a process scanning 160 MB per query would otherwise spend half its time doing so
+HOLD_CEILING = 1.0  # ... but never longer than this: other processes' deadlines are in seconds
 REST = 0.04  # seconds before opening again after MAX_HOLD: longer than RETRY_MAX * 1.5
 RETRY_MAX = 0.02  # the longest pause between two tries of an open that meets a lock
 
@@ -62,7 +66,9 @@ def engine() -> duckdb.DuckDBPyConnection:
     global _engine
     with _engine_lock:
         if _engine is None:
-            _engine = duckdb.connect(":memory:")
+            # spills of large syncs go to a folder of this process's own, not the working directory
+            spill = Path(tempfile.gettempdir()) / f"tts-history-{os.getpid()}"
+            _engine = duckdb.connect(":memory:", config={"temp_directory": str(spill)})
             # give a detached file's memory back to the system instead of keeping it for later
             _engine.execute("SET allocator_bulk_deallocation_flush_threshold = '8MB'")
         return _engine.cursor()
@@ -153,9 +159,13 @@ class Database:
         if self._closer is not None:
             self._closer.cancel()
             self._closer = None
-        self._users += 1
         cursor = self._con.cursor()
-        cursor.execute(f"USE {self._alias}")
+        try:
+            cursor.execute(f"USE {self._alias}")
+        except BaseException:
+            cursor.close()
+            raise
+        self._users += 1
         return cursor
 
     @contextmanager
@@ -215,14 +225,15 @@ class Database:
     def _close_if_idle(self) -> None:
         """Close when nobody uses the connection, after LINGER seconds in case another query
         follows at once (attaching costs 1-5 ms), but never holding it past MAX_HOLD (or
-        HOLD_PER_USE times its longest use) in a row, so that other processes waiting for the
+        HOLD_PER_USE times its longest use, up to HOLD_CEILING) in a row, so that other processes waiting for the
         file get their turn."""
         if self._users or self._pins or self._con is None or self._closer is not None:
             return
         if not self._read_only:  # writes come in batches: let readers of other processes in
             self._close()
             return
-        if time.monotonic() - self._opened_at >= max(MAX_HOLD, HOLD_PER_USE * self._longest):
+        hold = min(max(MAX_HOLD, HOLD_PER_USE * self._longest), HOLD_CEILING)
+        if time.monotonic() - self._opened_at >= hold:
             self._close()
             self._rest_until = time.monotonic() + REST
             return
@@ -242,9 +253,12 @@ class Database:
         if self._closer is not None:
             self._closer.cancel()
             self._closer = None
-        if self._con is not None:
-            _detach(self._con, self._alias)
-            self._con = None
+        con, self._con = self._con, None
+        if con is not None:
+            try:
+                _detach(con, self._alias)
+            except duckdb.Error as exc:  # the next open attaches the file afresh
+                logging.getLogger(__name__).warning("closing index %s: %s", self.path, exc)
 
     def forget(self) -> None:
         """Close everything (the file is about to be deleted or replaced)."""

@@ -11,6 +11,8 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -351,6 +353,17 @@ def sidecars_of(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, str
     )
 
 
+@contextmanager
+def snapshot(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One state of the index for several statements (a writer sharing this process's
+    connection may commit between them); whatever they did is rolled back."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    finally:
+        con.execute("ROLLBACK")
+
+
 # string literals, quoted names and comments, which may say anything
 _LITERALS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.S)
 _MODIFYING = re.compile(
@@ -378,15 +391,13 @@ def read_only_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str]
     words = _MODIFYING.search(_LITERALS.sub(" ", query))
     if words:
         raise QueryError(f"only reading is allowed here; this query would {words[0].upper()}")
-    con.execute("BEGIN TRANSACTION")
-    try:
-        result = con.execute(query)
-        columns = [d[0] for d in result.description]
-        return columns, result.fetchall()
-    except duckdb.Error as exc:
-        raise QueryError(f"SQL failed: {exc}") from None
-    finally:
-        con.execute("ROLLBACK")
+    with snapshot(con):
+        try:
+            result = con.execute(query)
+            columns = [d[0] for d in result.description]
+            return columns, result.fetchall()
+        except duckdb.Error as exc:
+            raise QueryError(f"SQL failed: {exc}") from None
 
 
 def conflicts(con: duckdb.DuckDBPyConnection, library: Library) -> list[dict[str, Any]]:

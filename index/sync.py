@@ -325,6 +325,11 @@ def _apply_statements(con: Any, files: pa.Table, tables: dict[str, pa.Table], ne
         for statement in _DELETE:
             con.execute(statement, {"paths": paths})
     con.execute(_INSERT)
+    if new and len(paths) > LOOKUP_MAX:
+        # A first build: looking up each batch's rows would join every row so far, batch after
+        # batch. The flags of every row are set at once by the sync's last batch instead.
+        con.execute("UPDATE meta SET value = 'stale' WHERE key IN ('flags', 'tallies')")
+        return before
 
     ranks = con.execute(_RANKS, {"ids": ids}).fetchall()
     inserted = set(tables["generation"]["sidecar_path"].to_pylist())
@@ -377,7 +382,7 @@ def _apply_statements(con: Any, files: pa.Table, tables: dict[str, pa.Table], ne
 
 
 _COUNT_GENERATIONS = """
-SELECT profile_id, engine, language, status, count(*), coalesce(sum(duration::DECIMAL(38, 12)), 0),
+SELECT profile_id, engine, language, status, count(*), coalesce(sum(TRY_CAST(duration AS DECIMAL(38, 12))), 0),
        count(*) FILTER (is_favorited)
 FROM (SELECT * FROM generation_rows WHERE id = ANY($ids)) WHERE NOT shadowed GROUP BY ALL
 """
@@ -458,6 +463,9 @@ def sync(
             }
     found = scan(library, within, known)
     with db.read() as con:
+        # before the difference is taken: a batch committed meanwhile (by a thread sharing this
+        # connection) then shows as a newer revision, never as a file wrongly thought missing
+        revision = _revision(con)
         con.register("scan", found.files)
         removed_sql = "SELECT f.path, f.kind, f.folder FROM files f ANTI JOIN scan s ON s.path = f.path"
         params: dict[str, Any] = {}
@@ -495,7 +503,6 @@ def sync(
             params={"paths": found.files["path"].to_pylist()} if few else None,
         ).to_arrow_table()
         removed = con.execute(removed_sql, params).fetchall()
-        revision = _revision(con)
         for name in ("scan", "below", "listed"):
             con.unregister(name)
 
@@ -628,7 +635,7 @@ def _apply(
             con.execute("UPDATE meta SET value = $v WHERE key = 'revision'", {"v": str(revision + 1)})
             if last:
                 tables_module.ensure_indexes(con)
-                _recount_if_stale(con)
+                _settle_stale(con)
             if folders is not None:  # last: a sync that dies before this lists them again
                 _record_folders(con, *folders)
             con.execute("COMMIT")
@@ -647,12 +654,39 @@ def _revision(con: Any) -> int:
     return int(con.execute("SELECT value FROM meta WHERE key = 'revision'").fetchall()[0][0])
 
 
-def _recount_if_stale(con: Any) -> None:
-    if con.execute("SELECT value FROM meta WHERE key = 'tallies'").fetchall() == [("current",)]:
-        return
-    con.execute("DELETE FROM tallies")
-    con.execute(f"INSERT INTO tallies {tables_module.TALLIES}")
-    con.execute("UPDATE meta SET value = 'current' WHERE key = 'tallies'")
+# Every row's flags at once, as the batches set them row by row: the copy of an id that wins
+# (see tables.py) and its versions unshadowed, the rest shadowed; audio present when the file
+# named is there with the size recorded; a generation's audio that of its active version.
+_REFLAG = (
+    """UPDATE generation_rows SET shadowed = r.shadowed FROM (
+        SELECT rowid AS r, row_number() OVER (
+            PARTITION BY id ORDER BY updated_at DESC, conflict_copy, sidecar_path) > 1 AS shadowed
+        FROM generation_rows) r
+    WHERE generation_rows.rowid = r.r AND generation_rows.shadowed <> r.shadowed""",
+    """UPDATE version_rows SET shadowed = g.shadowed FROM generation_rows g
+    WHERE version_rows.sidecar_path = g.sidecar_path AND version_rows.shadowed <> g.shadowed""",
+    """UPDATE version_rows SET audio_present = p.present FROM (
+        SELECT v.rowid AS r, f.path IS NOT NULL AND (v.audio_bytes IS NULL OR f.size = v.audio_bytes) AS present
+        FROM version_rows v LEFT JOIN (SELECT path, size FROM files WHERE kind = 'audio') f
+            ON f.path = v.audio_path) p
+    WHERE version_rows.rowid = p.r AND version_rows.audio_present <> p.present""",
+    """UPDATE generation_rows SET audio_present = v.audio_present FROM version_rows v
+    WHERE v.sidecar_path = generation_rows.sidecar_path AND v.id = generation_rows.active_version_id
+      AND generation_rows.audio_present IS DISTINCT FROM v.audio_present""",
+)
+
+
+def _settle_stale(con: Any) -> None:
+    """Set every row's flags, and count the tallies again, if batches too large to do it row by
+    row left them stale."""
+    state = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('flags', 'tallies')").fetchall())
+    if state.get("flags") == "stale":
+        for statement in _REFLAG:
+            con.execute(statement)
+    if state.get("tallies") == "stale":
+        con.execute("DELETE FROM tallies")
+        con.execute(f"INSERT INTO tallies {tables_module.TALLIES}")
+    con.execute("UPDATE meta SET value = 'current' WHERE key IN ('flags', 'tallies')")
 
 
 def _record_folders(con: Any, found: Scan, checked_ns: int) -> None:

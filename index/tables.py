@@ -7,6 +7,8 @@ an older index file is simply rebuilt from the sidecars.
 
 from __future__ import annotations
 
+import secrets
+
 import duckdb
 
 INDEX_VERSION = "11"
@@ -100,7 +102,8 @@ CREATE TABLE profiles (
     sidecar_path VARCHAR NOT NULL
 );
 -- What `stats` answers, kept current by each sync batch in its own transaction: count, summed
--- duration (as an exact decimal, so that the order rows came in cannot change it) and
+-- duration (as an exact decimal, so that the order rows came in cannot change it; one that is
+-- not finite counts as none) and
 -- favorites, in total and by profile, engine, language and status; and bytes by file kind.
 -- meta 'tallies' is 'stale' while a large sync is under way: stats then counts from the rows.
 CREATE TABLE tallies (
@@ -161,14 +164,18 @@ def create(con: duckdb.DuckDBPyConnection, library_root: str, library_id: str) -
             ("library_root", library_root),
             ("library_id", library_id),
             ("tallies", "current"),  # of no rows: none
-            ("revision", "0"),  # batches applied: see sync.py
+            ("flags", "current"),  # 'stale': a first build under way has not set them yet (sync.py)
+            # batches applied (see sync.py), from a random start: an index made again must not
+            # come back to a revision a sync saw before
+            ("revision", str(secrets.randbits(62))),
         ],
     )
 
 
 # Every figure of `stats`, from the rows: the tallies' contents when they are current.
 TALLIES = """
-SELECT 'total', NULL, count(*), coalesce(sum(duration::DECIMAL(38, 12)), 0), count(*) FILTER (is_favorited)
+SELECT 'total', NULL, count(*), coalesce(sum(TRY_CAST(duration AS DECIMAL(38, 12))), 0),
+       count(*) FILTER (is_favorited)
 FROM generations
 UNION ALL SELECT 'profile', profile_id, count(*), 0, 0 FROM generations GROUP BY 2
 UNION ALL SELECT 'engine', engine, count(*), 0, 0 FROM generations GROUP BY 2

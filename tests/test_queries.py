@@ -16,6 +16,7 @@ from helpers import RATE, tone
 
 from tts_history import Audio, Generation, History, Profile, Version, get_plugin_manager, hookimpl
 from tts_history.index import NotFoundError, QueryError, tables
+from tts_history.library import schema
 
 # the seed's GenerationResponse (its "Response Schema"), in its order
 SEED_ITEM_KEYS = [
@@ -517,6 +518,28 @@ def test_stats_kept_by_each_sync_are_those_counted_from_the_rows(pm, library):
     copy.unlink()
     stats = check()
     assert stats["total_generations"] == 2 and stats["generations_by_profile"] == {"alice": 1, "bob": 1}
+
+
+def test_a_duration_that_is_not_finite_counts_as_none_in_stats(pm, library):
+    """A sidecar from elsewhere may hold any float: an infinite or NaN duration is indexed as it
+    is, and stats leave it out of the sum instead of failing (and the sync rebuilding forever)."""
+    history = History(library, plugin_manager=pm)
+    for gid, seconds in (("ok", 0.5), ("odd", 0.25)):
+        pm.hook.tts_history_generation_completed(
+            generation=Generation(id=gid, profile_id="p1", text=gid), audio=Audio.from_samples(tone(seconds), RATE)
+        )
+    history.index.sync()
+    sidecar = Path(history.get("odd")["sidecar_path"])
+    for value in (float("inf"), float("nan")):
+        record = schema.read_row(sidecar, "generation")
+        record.update(duration=value, updated_at=datetime.now(timezone.utc))
+        schema.write_generation(sidecar, record)
+        report = history.index.sync()
+        assert (report.updated, report.errors) == (1, [])
+        stats = history.stats()
+        assert stats["total_generations"] == 2
+        assert stats["total_duration_seconds"] == pytest.approx(len(tone(0.5)) / RATE)
+        assert history.index.sql("SELECT value FROM meta WHERE key = 'tallies'")[1] == [("current",)]
 
 
 def test_stats_of_an_empty_library(pm, library):

@@ -21,11 +21,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from helpers import RATE, tone
+from helpers import RATE, record, tone
 
 from tts_history import Audio, Effect, Generation, Profile, Version, get_plugin_manager, hookimpl
 from tts_history.index import reading
-from tts_history.index.sync import RACY_NS
+from tts_history.index.sync import LOOKUP_MAX, RACY_NS
 from tts_history.index import Filters, Index
 from tts_history.library import schema
 
@@ -603,3 +603,52 @@ def test_total_duration_does_not_depend_on_sync_history(pm, library, tmp_path):
     durations = "SELECT id, duration FROM generations ORDER BY id"
     assert incremental.sql(durations) == fresh.sql(durations)
     assert incremental.stats()["total_duration_seconds"] == fresh.stats()["total_duration_seconds"]
+
+
+def test_an_index_made_again_starts_from_another_revision(pm, library, tmp_path):
+    """A sync that took its difference at some revision skips looking for old rows only if the
+    index is still at that revision: an index deleted and made again must not come back to it."""
+    record(pm, text="one")
+    index = Index(library, tmp_path / "index.duckdb")
+    revision = "SELECT value FROM meta WHERE key = 'revision'"
+    index.sync()
+    first = index.sql(revision)[1]
+    record(pm, text="two")
+    index.sync()
+    assert int(index.sql(revision)[1][0][0]) == int(first[0][0]) + 1  # one batch
+    index.rebuild()
+    assert index.sql(revision)[1] not in (first, [(str(int(first[0][0]) + 1),)])
+
+
+def test_a_large_first_build_ranks_conflict_copies_at_its_end(built, rebuilt, tmp_path):
+    """A first build too large to set each batch's flags row by row sets them for every row at
+    its end: a copy as old as its original loses to it, a newer copy wins, and each id is
+    listed once."""
+    result, _, _ = built
+    known = Index(result.library, _copy_index(rebuilt[0], tmp_path / "known.duckdb"))
+    tied, newer = sorted(result.live)[:2]
+    copies = []
+    for gid in (tied, newer):
+        sidecar = Path(known.get(gid)["sidecar_path"])
+        copies.append(sidecar.with_name(f"{sidecar.stem}.sync-conflict-20260101-000000-ABCDEFG.parquet"))
+    shutil.copy(Path(known.get(tied)["sidecar_path"]), copies[0])
+    record = schema.read_row(known.get(newer)["sidecar_path"], "generation")
+    favorited = record["is_favorited"]
+    record.update(is_favorited=not favorited, updated_at=datetime.now(timezone.utc))
+    schema.write_generation(copies[1], record)
+    try:
+        fresh = Index(result.library, tmp_path / "fresh.duckdb")
+        report = fresh.sync()
+        assert report.added > LOOKUP_MAX and report.errors == []
+        winners = {
+            c["id"]: [s["conflict_copy"] for s in c["sidecars"] if s["wins"]]
+            for c in fresh.conflicts() if c["kind"] == "generation"
+        }
+        assert winners == {tied: [False], newer: [True]}
+        assert fresh.get(newer)["is_favorited"] is (not favorited)
+        assert fresh.list(limit=1)["total"] == len(result.live)
+        shadowed = "SELECT count(*) FROM version_rows v JOIN generation_rows g USING (sidecar_path) WHERE v.shadowed <> g.shadowed"
+        assert fresh.sql(shadowed)[1] == [(0,)]
+    finally:
+        for copy in copies:
+            copy.unlink(missing_ok=True)
