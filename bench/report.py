@@ -172,7 +172,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Load average (1/5/15 min) at the start {_load(run['load_start'])}, at the end "
         f"{_load(run['load_end'])}"
-        + (": other processes (test suites) shared the machine, so figures are noisy." if max(run["load_start"] + run["load_end"] or [0]) > 1.0 else "."),
+        + (": above 1, so other work shared the machine at times and figures may be noisy." if max(run["load_start"] + run["load_end"] or [0]) > 1.0 else "."),
         "",
         "Latencies are `p50 / p95` (freshness: `p50 / p95 / p99`). **Ratio** is the baseline's "
         "time divided by ours on the statistic the goal names (p50; p95 for search): above 1 "
