@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tts_history import Audio, Generation, get_plugin_manager
-from tts_history.index import Filters, Index
+from tts_history.index import DEBOUNCE, Filters, Index
 from tts_history.library import open_library, schema
 
 from . import build, data
@@ -576,7 +576,8 @@ def freshness(library, index: Index, n: int, cfg: Config) -> list[dict[str, Any]
     if batches:
         fresh["watcher_batch_ms"] = summary([b / 1000 for b in batches])
         note += (f"the watcher's batches took p50 {fresh['watcher_batch_ms']['p50']:.0f} ms "
-                 f"(p95 {fresh['watcher_batch_ms']['p95']:.0f} ms, {len(batches)} batches), after a 50 ms debounce")
+                 f"(p95 {fresh['watcher_batch_ms']['p95']:.0f} ms, {len(batches)} batches), after a "
+                 f"{DEBOUNCE * 1000:.0f} ms debounce")
     return [
         figure("freshness", "freshness: sidecar durable -> visible to another process's query", n, "ms",
                fresh, note=note),

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..index import DEBOUNCE
 from ..library import open_library
 from ..library.layout import FORMAT_VERSION
 from . import Context, main
@@ -327,7 +328,7 @@ def sql(ctx: Context, query: str, as_json: bool) -> None:
     show_default=True,
     help="Seconds between full reconciles of the folder (0: never).",
 )
-@click.option("--debounce", type=click.FloatRange(min=0), default=0.05, show_default=True,
+@click.option("--debounce", type=click.FloatRange(min=0), default=DEBOUNCE, show_default=True,
               help="Seconds to let a burst of changes gather into one batch.")
 @pass_ctx
 def watch(ctx: Context, polling: bool, poll_interval: float, reconcile_every: float, debounce: float) -> None:

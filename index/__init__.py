@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from .watch import Watcher
 
 INDEX_ENV = "TTS_HISTORY_INDEX"
+# seconds a watcher lets a burst of events gather: a host writes a generation's audio and its
+# sidecar within about 10 ms
+DEBOUNCE = 0.02
 
 __all__ = [
     "Filters",

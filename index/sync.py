@@ -29,6 +29,7 @@ from .reading import HELPER_MIN, Reader
 
 BATCH = 5000  # sidecars per write transaction: readers get in between
 LOOKUP_MAX = 2048  # paths looked up one by one in an ART index rather than joined (DuckDB's own limit)
+TALLY_ROWS = 1000  # ledger rows of the stats' tallies before they are summed into one per key
 RACY_NS = 2_000_000_000  # a file system clock may be this coarse (FAT: 2 s)
 
 
@@ -381,10 +382,16 @@ def _apply_statements(con: Any, files: pa.Table, tables: dict[str, pa.Table], ne
     return before
 
 
-_COUNT_GENERATIONS = """
+# What the rows of some ids and paths count, in one round trip: generations by their four
+# keys, then bytes by file kind (profile_id NULL marks those rows: a generation has one).
+_COUNT = """
 SELECT profile_id, engine, language, status, count(*), coalesce(sum(TRY_CAST(duration AS DECIMAL(38, 12))), 0),
        count(*) FILTER (is_favorited)
-FROM (SELECT * FROM generation_rows WHERE id = ANY($ids)) WHERE NOT shadowed GROUP BY ALL
+FROM (SELECT profile_id, engine, language, status, duration, is_favorited, shadowed
+      FROM generation_rows WHERE id = ANY($ids))
+WHERE NOT shadowed GROUP BY ALL
+UNION ALL
+SELECT NULL, kind, NULL, NULL, sum(size), 0, 0 FROM files WHERE path = ANY($paths) GROUP BY kind
 """
 
 
@@ -399,30 +406,41 @@ def _count(con: Any, ids: list[str], paths: list[str]) -> dict[tuple[str, str | 
         tally[2] += favorites
 
     for profile, engine, language, status, n, duration, favorites in con.execute(
-        _COUNT_GENERATIONS, {"ids": ids}
+        _COUNT, {"ids": ids, "paths": paths}
     ).fetchall():
+        if profile is None:
+            add(("bytes", engine), n)
+            continue
         add(("total", None), n, duration, favorites)
         for breakdown, key in (("profile", profile), ("engine", engine), ("language", language), ("status", status)):
             add((breakdown, key), n)
-    for kind, size in con.execute(
-        "SELECT kind, sum(size) FROM files WHERE path = ANY($paths) GROUP BY kind", {"paths": paths}
-    ).fetchall():
-        add(("bytes", kind), size)
     return out
 
 
 def _add_tallies(con: Any, before: dict, after: dict) -> None:
-    if before == after:
+    """Append what changed to the tallies, a ledger that readers sum: one small insert, where
+    rewriting the table cost a watcher's batch 30 ms."""
+    change = {}
+    for key in before.keys() | after.keys():
+        was, now = before.get(key, (0, 0, 0)), after.get(key, (0, 0, 0))
+        if was != now:
+            change[key] = [b - a for a, b in zip(was, now)]
+    if not change:
         return
-    tallies = {(b, k): [n, d, f] for b, k, n, d, f in con.execute("SELECT * FROM tallies").fetchall()}
-    for sign, change in ((-1, before), (1, after)):
-        for key, values in change.items():
-            tally = tallies.setdefault(key, [0, 0, 0])
-            for i, value in enumerate(values):
-                tally[i] += sign * value
-    rows = [(b, k, *v) for (b, k), v in tallies.items() if any(v)]
-    con.execute("DELETE FROM tallies")
-    con.executemany("INSERT INTO tallies VALUES (?, ?, ?, ?, ?)", rows)
+    con.register("tally_change", pa.table({
+        "breakdown": [b for b, _ in change], "key": pa.array([k for _, k in change], pa.string()),
+        "n": [c[0] for c in change.values()],
+        "duration": pa.array([c[1] for c in change.values()], pa.decimal128(38, 12)),
+        "favorites": [c[2] for c in change.values()],
+    }))
+    try:
+        con.execute("INSERT INTO tallies SELECT * FROM tally_change")
+    finally:
+        con.unregister("tally_change")
+    if con.execute("SELECT count(*) FROM tallies").fetchall()[0][0] > TALLY_ROWS:
+        summed = con.execute(tables_module.KEPT_TALLIES).fetchall()
+        con.execute("DELETE FROM tallies")
+        con.executemany("INSERT INTO tallies VALUES (?, ?, ?, ?, ?)", summed)
 
 
 # Files in or below the folders of table ``below`` (paths ending in '/'): matched among the few
@@ -680,6 +698,8 @@ def _settle_stale(con: Any) -> None:
     """Set every row's flags, and count the tallies again, if batches too large to do it row by
     row left them stale."""
     state = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('flags', 'tallies')").fetchall())
+    if "stale" not in state.values():
+        return
     if state.get("flags") == "stale":
         for statement in _REFLAG:
             con.execute(statement)

@@ -101,7 +101,8 @@ CREATE TABLE profiles (
     updated_at TIMESTAMPTZ NOT NULL,
     sidecar_path VARCHAR NOT NULL
 );
--- What `stats` answers, kept current by each sync batch in its own transaction: count, summed
+-- What `stats` answers, kept current by each sync batch in its own transaction (a ledger: each
+-- batch appends its changes, and a key's figures are the sums of its rows): count, summed
 -- duration (as an exact decimal, so that the order rows came in cannot change it; one that is
 -- not finite counts as none) and
 -- favorites, in total and by profile, engine, language and status; and bytes by file kind.
@@ -138,7 +139,10 @@ CREATE INDEX IF NOT EXISTS files_path ON files (path);
 
 def ensure_indexes(con: duckdb.DuckDBPyConnection) -> None:
     """Build the lookup indexes if they are missing (a first sync, or one that was cut short)."""
+    if con.execute("SELECT value FROM meta WHERE key = 'indexes'").fetchall() == [("built",)]:
+        return  # a watcher's batch would otherwise spend 2 ms finding them there
     con.execute(_INDEXES)
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('indexes', 'built')")
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> str | None:
@@ -185,9 +189,14 @@ UNION ALL SELECT 'bytes', kind, sum(size), 0, 0 FROM files GROUP BY 2
 """
 
 
+# The tallies kept: each sync batch appends what it changed, so a key's figures are its sums.
+KEPT_TALLIES = """
+SELECT breakdown, key, sum(n), sum(duration), sum(favorites) FROM tallies GROUP BY ALL
+HAVING sum(n) <> 0 OR sum(duration) <> 0 OR sum(favorites) <> 0
+"""
+
+
 def tallies(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     """(breakdown, key, n, duration, favorites) rows: kept ones when current, else counted."""
-    state = con.execute("SELECT value FROM meta WHERE key = 'tallies'").fetchone()
-    if state is not None and state[0] == "current":
-        return con.execute("SELECT * FROM tallies").fetchall()
-    return con.execute(TALLIES).fetchall()
+    state = con.execute("SELECT value FROM meta WHERE key = 'tallies'").fetchall()
+    return con.execute(KEPT_TALLIES if state == [("current",)] else TALLIES).fetchall()

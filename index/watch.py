@@ -23,7 +23,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from . import Index
+from . import DEBOUNCE, Index
 from .connection import IndexBusyError
 from .sync import SyncReport, ignored
 
@@ -77,7 +77,7 @@ class Watcher:
         *,
         polling: bool = False,
         poll_interval: float = 1.0,
-        debounce: float = 0.05,
+        debounce: float = DEBOUNCE,
         reconcile_every: float | None = 300.0,
     ) -> None:
         self.index = index
