@@ -5,10 +5,11 @@ even read it), has no busy timeout, and refuses a read-only connection beside a 
 in the same process. So, per process and file, there is one connection at a time, shared by
 every thread through cursors: read-only while only readers need it, read-write while a writer
 does (readers then share the writer's). An idle read-only connection closes after a moment
-(LINGER), a read-write one at once, and one in steady use at least every MAX_HOLD seconds
-(or HOLD_PER_USE times its longest use), after which this process rests (REST) before opening again: a process that queries without
-pause would otherwise leave other processes only gaps too short to find. Opens that meet
-another process's lock retry with short backoff until a deadline.
+(LINGER), a read-write one at once, and one in steady use at least every MAX_HOLD seconds (or
+HOLD_PER_USE times its longest use, up to HOLD_CEILING), after which this process rests (REST)
+before opening again: a process that queries without pause would otherwise leave other
+processes only gaps too short to find. Opens that meet another process's lock retry with short
+backoff until a deadline.
 
 "Opening" a file attaches it to the process's one in-memory DuckDB instance, and closing
 detaches it: starting an instance costs 20-35 ms, attaching a file 1-5 ms, and the file lock is
@@ -74,8 +75,8 @@ def engine() -> duckdb.DuckDBPyConnection:
         return _engine.cursor()
 
 
-def _attach(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """A connection whose default database is the file at ``path``."""
+def _attach(path: Path, *, read_only: bool) -> tuple[duckdb.DuckDBPyConnection, str]:
+    """A connection whose default database is the file at ``path``, and that database's alias."""
     alias = f"tts_index_{next(_aliases)}"  # never reused: a failed attach leaves no name behind
     con = engine()
     try:
@@ -85,7 +86,7 @@ def _attach(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     except BaseException:
         con.close()
         raise
-    return con
+    return con, alias
 
 
 def _detach(con: duckdb.DuckDBPyConnection, alias: str) -> None:
@@ -96,7 +97,9 @@ def _detach(con: duckdb.DuckDBPyConnection, alias: str) -> None:
         con.close()
 
 
-def open_with_retry(path: Path, *, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+def open_with_retry(
+    path: Path, *, read_only: bool, timeout: float
+) -> tuple[duckdb.DuckDBPyConnection, str]:
     deadline = time.monotonic() + timeout
     delay = 0.002
     while True:
@@ -148,8 +151,7 @@ class Database:
         rest = self._rest_until - time.monotonic()
         if rest > 0:
             time.sleep(rest)
-        self._con = open_with_retry(self.path, read_only=read_only, timeout=timeout)
-        self._alias = self._con.execute("SELECT current_database()").fetchone()[0]
+        self._con, self._alias = open_with_retry(self.path, read_only=read_only, timeout=timeout)
         self._read_only = read_only
         self._opened_at = time.monotonic()
         self._longest = 0.0
@@ -224,9 +226,8 @@ class Database:
 
     def _close_if_idle(self) -> None:
         """Close when nobody uses the connection, after LINGER seconds in case another query
-        follows at once (attaching costs 1-5 ms), but never holding it past MAX_HOLD (or
-        HOLD_PER_USE times its longest use, up to HOLD_CEILING) in a row, so that other processes waiting for the
-        file get their turn."""
+        follows at once (attaching costs 1-5 ms), but never holding it past its hold (see the
+        module's notes) in a row, so that other processes waiting for the file get their turn."""
         if self._users or self._pins or self._con is None or self._closer is not None:
             return
         if not self._read_only:  # writes come in batches: let readers of other processes in

@@ -438,9 +438,7 @@ def _add_tallies(con: Any, before: dict, after: dict) -> None:
     finally:
         con.unregister("tally_change")
     if con.execute("SELECT count(*) FROM tallies").fetchall()[0][0] > TALLY_ROWS:
-        summed = con.execute(tables_module.KEPT_TALLIES).fetchall()
-        con.execute("DELETE FROM tallies")
-        con.executemany("INSERT INTO tallies VALUES (?, ?, ?, ?, ?)", summed)
+        _replace_tallies(con, tables_module.KEPT_TALLIES)
 
 
 # Files in or below the folders of table ``below`` (paths ending in '/'): matched among the few
@@ -652,8 +650,7 @@ def _apply(
             before = _apply_statements(con, files, tables, new=new_since == revision)
             con.execute("UPDATE meta SET value = $v WHERE key = 'revision'", {"v": str(revision + 1)})
             if last:
-                tables_module.ensure_indexes(con)
-                _settle_stale(con)
+                _finish(con)
             if folders is not None:  # last: a sync that dies before this lists them again
                 _record_folders(con, *folders)
             con.execute("COMMIT")
@@ -694,19 +691,27 @@ _REFLAG = (
 )
 
 
-def _settle_stale(con: Any) -> None:
-    """Set every row's flags, and count the tallies again, if batches too large to do it row by
-    row left them stale."""
-    state = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('flags', 'tallies')").fetchall())
-    if "stale" not in state.values():
-        return
+def _finish(con: Any) -> None:
+    """What the last batch of a sync owes: the lookup indexes if they are missing (a first
+    sync, or one cut short), and every row's flags and the tallies if batches too large to set
+    them row by row left them stale. One read of their state: a watcher pays it every batch."""
+    state = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('indexes', 'flags', 'tallies')").fetchall())
+    if state.get("indexes") != "built":
+        tables_module.build_indexes(con)
     if state.get("flags") == "stale":
         for statement in _REFLAG:
             con.execute(statement)
     if state.get("tallies") == "stale":
-        con.execute("DELETE FROM tallies")
-        con.execute(f"INSERT INTO tallies {tables_module.TALLIES}")
-    con.execute("UPDATE meta SET value = 'current' WHERE key IN ('flags', 'tallies')")
+        _replace_tallies(con, tables_module.TALLIES)
+    if "stale" in state.values():
+        con.execute("UPDATE meta SET value = 'current' WHERE key IN ('flags', 'tallies')")
+
+
+def _replace_tallies(con: Any, query: str) -> None:
+    """The tallies become the rows of ``query`` (which may read them)."""
+    rows = con.execute(query).fetchall()
+    con.execute("DELETE FROM tallies")
+    con.executemany("INSERT INTO tallies VALUES (?, ?, ?, ?, ?)", rows)
 
 
 def _record_folders(con: Any, found: Scan, checked_ns: int) -> None:

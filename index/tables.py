@@ -101,12 +101,12 @@ CREATE TABLE profiles (
     updated_at TIMESTAMPTZ NOT NULL,
     sidecar_path VARCHAR NOT NULL
 );
--- What `stats` answers, kept current by each sync batch in its own transaction (a ledger: each
--- batch appends its changes, and a key's figures are the sums of its rows): count, summed
--- duration (as an exact decimal, so that the order rows came in cannot change it; one that is
--- not finite counts as none) and
--- favorites, in total and by profile, engine, language and status; and bytes by file kind.
--- meta 'tallies' is 'stale' while a large sync is under way: stats then counts from the rows.
+-- What `stats` answers, kept current by each sync batch in its own transaction. A ledger: each
+-- batch appends its changes, and a key's figures are the sums of its rows. Count, summed
+-- duration (an exact decimal, so the order rows came in cannot change it; a duration that is
+-- not finite counts as none) and favorites, in total and by profile, engine, language and
+-- status; and bytes by file kind. meta 'tallies' is 'stale' while a large sync is under way:
+-- stats then counts from the rows.
 CREATE TABLE tallies (
     breakdown VARCHAR NOT NULL,     -- 'total' | 'profile' | 'engine' | 'language' | 'status' | 'bytes'
     key VARCHAR,
@@ -137,10 +137,9 @@ CREATE INDEX IF NOT EXISTS files_path ON files (path);
 """
 
 
-def ensure_indexes(con: duckdb.DuckDBPyConnection) -> None:
-    """Build the lookup indexes if they are missing (a first sync, or one that was cut short)."""
-    if con.execute("SELECT value FROM meta WHERE key = 'indexes'").fetchall() == [("built",)]:
-        return  # a watcher's batch would otherwise spend 2 ms finding them there
+def build_indexes(con: duckdb.DuckDBPyConnection) -> None:
+    """Build the lookup indexes that are missing, and record in meta that they are built
+    (finding them there cost a watcher's batch 2 ms)."""
     con.execute(_INDEXES)
     con.execute("INSERT OR REPLACE INTO meta VALUES ('indexes', 'built')")
 
