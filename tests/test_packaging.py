@@ -84,3 +84,14 @@ def test_installs_into_a_fresh_venv(tmp_path, source, editable):
     run(str(python), "-c", IMPORTS, cwd=tmp_path, env=env)
     result = run(str(tmp_path / "venv" / "bin" / "tts-history"), "--version", cwd=tmp_path, env=env)
     assert "version" in result.stdout
+
+
+def test_the_tests_run_from_a_clone_named_as_git_names_it(tmp_path, source):
+    """A clone's folder is called tts-history, not a Python name: the suite must not import
+    the package's own __init__.py under that name."""
+    clone = tmp_path / "tts-history"
+    shutil.copytree(source, clone)
+    result = run(
+        sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "tests/test_hookspec_doc.py", cwd=clone
+    )
+    assert " passed" in result.stdout and "error" not in result.stdout
