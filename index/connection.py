@@ -5,11 +5,13 @@ even read it), has no busy timeout, and refuses a read-only connection beside a 
 in the same process. So, per process and file, there is one connection at a time, shared by
 every thread through cursors: read-only while only readers need it, read-write while a writer
 does (readers then share the writer's). An idle read-only connection closes after a moment
-(LINGER), a read-write one at once, and one in steady use at least every MAX_HOLD seconds (or
-HOLD_PER_USE times its longest use, up to HOLD_CEILING), after which this process rests (REST)
-before opening again: a process that queries without pause would otherwise leave other
-processes only gaps too short to find. Opens that meet another process's lock retry with short
-backoff until a deadline.
+(LINGER), a read-write one at once. Opens that meet another process's lock retry with short
+backoff until a deadline, and meanwhile say so by holding a shared flock on a file beside the
+index (WAITING_SUFFIX). A connection in steady use looks for such a waiter every MAX_HOLD
+seconds (or HOLD_PER_USE times its longest use, up to HOLD_CEILING) and, when there is one,
+closes and rests (REST) before opening again: a process that queries without pause would
+otherwise leave other processes only gaps too short to find. With nobody waiting it keeps the
+file, since reopening costs the next query its cached data.
 
 "Opening" a file attaches it to the process's one in-memory DuckDB instance, and closing
 detaches it: starting an instance costs 20-35 ms, attaching a file 1-5 ms, and the file lock is
@@ -31,6 +33,11 @@ from pathlib import Path
 
 import duckdb
 
+try:
+    import fcntl
+except ImportError:  # Windows: waiters cannot be seen, so a hold always ends in giving way
+    fcntl = None  # type: ignore[assignment]
+
 READ_TIMEOUT = 15.0
 WRITE_TIMEOUT = 60.0
 LINGER = 0.1  # seconds an idle read-only connection stays open for the next query
@@ -41,6 +48,7 @@ HOLD_PER_USE = 3  # ... or this many times its longest use: a reopened file's da
 HOLD_CEILING = 1.0  # ... but never longer than this: other processes' deadlines are in seconds
 REST = 0.04  # seconds before opening again after MAX_HOLD: longer than RETRY_MAX * 1.5
 RETRY_MAX = 0.02  # the longest pause between two tries of an open that meets a lock
+WAITING_SUFFIX = ".waiting"  # beside the index: flocked shared by each process waiting for it
 
 
 class IndexBusyError(RuntimeError):
@@ -97,24 +105,62 @@ def _detach(con: duckdb.DuckDBPyConnection, alias: str) -> None:
         con.close()
 
 
+def _waiting_path(path: Path) -> Path:
+    return path.with_name(path.name + WAITING_SUFFIX)
+
+
+def _announce(path: Path) -> int | None:
+    """Say that this process waits for the index: a shared flock, held until the fd closes
+    (a killed process's lock goes with it)."""
+    if fcntl is None:
+        return None
+    fd = os.open(_waiting_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a holder looking for waiters locks it only for a moment
+    return fd
+
+
+def someone_waits(path: Path) -> bool:
+    """Whether another process is waiting to open the index (always, where flock is missing)."""
+    if fcntl is None:
+        return True
+    try:
+        fd = os.open(_waiting_path(path), os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # nobody ever waited for it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock when it was taken
+    return False
+
+
 def open_with_retry(
     path: Path, *, read_only: bool, timeout: float
 ) -> tuple[duckdb.DuckDBPyConnection, str]:
     deadline = time.monotonic() + timeout
     delay = 0.002
-    while True:
-        try:
-            return _attach(path, read_only=read_only)
-        except duckdb.Error as exc:
-            if not is_lock_error(exc):
-                raise IndexCorruptError(f"index {path} cannot be opened: {exc}") from exc
-            if time.monotonic() >= deadline:
-                raise IndexBusyError(
-                    f"index {path} has been locked by another process for {timeout:.0f} s: {exc}"
-                ) from exc
-        # jitter keeps two waiting processes from retrying in lockstep
-        time.sleep(delay * random.uniform(0.5, 1.5))
-        delay = min(delay * 2, RETRY_MAX)
+    announced: int | None = None
+    try:
+        while True:
+            try:
+                return _attach(path, read_only=read_only)
+            except duckdb.Error as exc:
+                if not is_lock_error(exc):
+                    raise IndexCorruptError(f"index {path} cannot be opened: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise IndexBusyError(
+                        f"index {path} has been locked by another process for {timeout:.0f} s: {exc}"
+                    ) from exc
+            if announced is None:
+                announced = _announce(path)
+            # jitter keeps two waiting processes from retrying in lockstep
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, RETRY_MAX)
+    finally:
+        if announced is not None:
+            os.close(announced)
 
 
 class Database:
@@ -226,8 +272,8 @@ class Database:
 
     def _close_if_idle(self) -> None:
         """Close when nobody uses the connection, after LINGER seconds in case another query
-        follows at once (attaching costs 1-5 ms), but never holding it past its hold (see the
-        module's notes) in a row, so that other processes waiting for the file get their turn."""
+        follows at once (attaching costs 1-5 ms), and at the end of a hold (see the module's
+        notes) if another process is waiting for the file, so that it gets its turn."""
         if self._users or self._pins or self._con is None or self._closer is not None:
             return
         if not self._read_only:  # writes come in batches: let readers of other processes in
@@ -235,9 +281,11 @@ class Database:
             return
         hold = min(max(MAX_HOLD, HOLD_PER_USE * self._longest), HOLD_CEILING)
         if time.monotonic() - self._opened_at >= hold:
-            self._close()
-            self._rest_until = time.monotonic() + REST
-            return
+            if someone_waits(self.path):
+                self._close()
+                self._rest_until = time.monotonic() + REST
+                return
+            self._opened_at = time.monotonic()  # look again after another hold
         # Not a daemon: at exit the interpreter waits the moment it takes to close the file,
         # instead of killing the thread inside DuckDB (which aborts the process).
         self._closer = threading.Timer(LINGER, self._close_lingering)

@@ -26,7 +26,7 @@ import pytest
 from helpers import cli, record, tone
 from tts_history import Audio, Version
 from tts_history.index import Filters, Index, IndexBusyError, IndexCorruptError
-from tts_history.index.connection import Database, engine
+from tts_history.index.connection import MAX_HOLD, Database, engine, someone_waits
 
 SAFETY = 60.0  # seconds: only ever a limit against hanging, never a speed requirement
 
@@ -332,6 +332,54 @@ def test_an_idle_index_is_detached_and_its_file_left_free(library, pm):
         capture_output=True, text=True, timeout=SAFETY,
     )
     assert done.returncode == 0, done.stderr
+
+
+WAITER = textwrap.dedent(
+    r'''
+    import sys, time
+    from pathlib import Path
+    from tts_history.index.connection import _detach, open_with_retry, someone_waits
+    path = Path(sys.argv[1])
+    assert not someone_waits(path)
+    print("started", flush=True)
+    started = time.monotonic()
+    con, alias = open_with_retry(path, read_only=False, timeout=60)  # read-write: it must wait
+    _detach(con, alias)
+    print(f"in after {time.monotonic() - started:.3f} s", flush=True)
+    '''
+)
+
+
+def test_a_busy_reader_keeps_the_index_until_another_process_waits_for_it(library, pm, tmp_path):
+    """Queries without pause keep the file attached (reopening costs the next query its cached
+    data) while nobody else wants it, and let go as soon as another process waits to write."""
+    root = library_root(pm)
+    record(pm, text="first")
+    index = Index(root)
+    index.sync()
+    db = index.db
+    aliases = set()
+    until = time.monotonic() + 8 * MAX_HOLD
+    while time.monotonic() < until:
+        index.stats()
+        aliases.add(db._alias)
+    assert len(aliases) == 1, "the index was reopened while nobody waited for it"
+
+    script = tmp_path / "waiter.py"
+    script.write_text(WAITER)
+    waiter = subprocess.Popen(
+        [sys.executable, str(script), str(index.path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert waiter.stdout.readline().strip() == "started", waiter.stderr.read()
+    deadline = time.monotonic() + SAFETY
+    while waiter.poll() is None and time.monotonic() < deadline:
+        index.stats()  # without pause: the waiter gets in only because this process gives way
+        aliases.add(db._alias)
+    out, err = waiter.communicate(timeout=SAFETY)
+    assert waiter.returncode == 0, err
+    assert out.startswith("in after"), out
+    assert len(aliases) > 1, "this process never let the waiting one in"
+    assert not someone_waits(index.path)  # the waiter's announcement went with it
 
 
 def attached() -> list[str]:
