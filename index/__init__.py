@@ -155,7 +155,7 @@ class Index:
             )
 
     def get(self, generation_id: str) -> dict[str, Any]:
-        with self.reading() as con, queries.snapshot(con):
+        with self.reading() as con:
             return queries.get_generation(con, self.library, generation_id)
 
     def stats(self) -> dict[str, Any]:

@@ -263,33 +263,35 @@ def list_generations(
     }
 
 
+# One statement: the row, its profile's current name and its versions, each found through an
+# index (the versions' subquery names the id itself: correlated, DuckDB joined version_rows whole).
+# A single statement reads one state of the index without a transaction around it.
+_GET = (
+    f"SELECT {', '.join('g.' + f for f in ITEM_FIELDS + _DETAIL_FIELDS)}, "
+    "(SELECT p.name FROM profiles p WHERE p.id = g.profile_id), "
+    f"(SELECT list(struct_pack({', '.join(_VERSION_FIELDS)}) ORDER BY position) FROM version_rows "
+    "WHERE generation_id = $id AND NOT shadowed) "
+    "FROM generation_rows g WHERE g.id = $id AND NOT g.shadowed"
+)
+
+
 def get_generation(
     con: duckdb.DuckDBPyConnection, library: Library, generation_id: str
 ) -> dict[str, Any]:
     """One generation with every recorded field, its versions, and which one is active."""
-    # Three lookups in the indexes: joined into one query, DuckDB scanned version_rows whole.
-    row = con.execute(
-        f"SELECT {', '.join('g.' + f for f in ITEM_FIELDS + _DETAIL_FIELDS)} FROM generation_rows g "
-        "WHERE g.id = $id AND NOT g.shadowed",
-        {"id": generation_id},
-    ).fetchone()
+    row = con.execute(_GET, {"id": generation_id}).fetchone()
     if row is None:
         raise NotFoundError(f"generation {generation_id!r} not found")
+    *row, current_name, versions = row
     item = _item(library, row[: len(ITEM_FIELDS)])
-    current = con.execute("SELECT name FROM profiles WHERE id = $id", {"id": item["profile_id"]}).fetchone()
-    if current is not None:  # else the name it had at generation time
-        item["profile_name"] = current[0]
+    if current_name is not None:  # else the name it had at generation time
+        item["profile_name"] = current_name
     detail = dict(zip(_DETAIL_FIELDS, row[len(ITEM_FIELDS) :]))
     detail["updated_at"] = iso(detail["updated_at"])
     detail["extra"] = dict(detail["extra"] or {})
     detail["sidecar_path"] = _absolute(library, detail["sidecar_path"])
     item.update(detail)
-    versions = con.execute(
-        f"SELECT {', '.join(_VERSION_FIELDS)} FROM version_rows "
-        "WHERE generation_id = $id AND NOT shadowed ORDER BY position",
-        {"id": generation_id},
-    ).fetchall()
-    item["versions"] = [_version(library, dict(zip(_VERSION_FIELDS, v))) for v in versions]
+    item["versions"] = [_version(library, v) for v in versions or []]
     return item
 
 
