@@ -7,6 +7,7 @@ reads it) take every path from here, so the two never disagree about the layout.
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 import re
 import uuid
@@ -127,7 +128,8 @@ class Library:
         return path.relative_to(self.root).as_posix()
 
     def absolute(self, relative: str) -> Path:
-        return self.root.joinpath(*relative.split("/"))
+        # one string join: joinpath parses every part (a list page makes a hundred of these)
+        return Path(os.path.join(self.root, *relative.split("/")))
 
     def library_id(self) -> str:
         return read_marker(self.root)["library_id"]
