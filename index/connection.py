@@ -205,8 +205,9 @@ class Database:
         self._opened_at = time.monotonic()
         self._longest = 0.0
 
-    def _checkout(self) -> duckdb.DuckDBPyConnection:
-        """A cursor of the open connection, for one user (the caller holds ``_cond``)."""
+    def _checkout(self) -> tuple[duckdb.DuckDBPyConnection, str]:
+        """A cursor of the open connection, for one user, and the alias of the attach it
+        belongs to (the caller holds ``_cond``)."""
         if self._closer is not None:
             self._closer.cancel()
             self._closer = None
@@ -220,25 +221,25 @@ class Database:
                 cursor.close()
                 raise
         self._users += 1
-        return cursor
+        return cursor, self._alias
 
     @contextmanager
-    def _lent(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _lent(self, cursor: duckdb.DuckDBPyConnection, alias: str) -> Iterator[duckdb.DuckDBPyConnection]:
         started = time.monotonic()
         reusable = False
         try:
             yield cursor
             reusable = True  # a use that failed may have left it inside a transaction
         finally:
-            self._release(cursor, reusable, time.monotonic() - started)
+            self._release(cursor, alias, reusable, time.monotonic() - started)
 
     @contextmanager
     def read(self, timeout: float = READ_TIMEOUT) -> Iterator[duckdb.DuckDBPyConnection]:
         with self._cond:
             if self._con is None:
                 self._open(read_only=True, timeout=timeout)
-            cursor = self._checkout()
-        with self._lent(cursor):
+            cursor, alias = self._checkout()
+        with self._lent(cursor, alias):
             yield cursor
 
     @contextmanager
@@ -252,8 +253,8 @@ class Database:
                     self._close()
                 if self._con is None:
                     self._open(read_only=False, timeout=timeout)
-                cursor = self._checkout()
-            with self._lent(cursor):
+                cursor, alias = self._checkout()
+            with self._lent(cursor, alias):
                 yield cursor
 
     @contextmanager
@@ -270,9 +271,12 @@ class Database:
                 self._pins -= 1
                 self._close_if_idle()
 
-    def _release(self, cursor: duckdb.DuckDBPyConnection, reusable: bool, used: float) -> None:
+    def _release(
+        self, cursor: duckdb.DuckDBPyConnection, alias: str, reusable: bool, used: float
+    ) -> None:
         with self._cond:
-            if reusable:  # the connection stays open while it has users: the cursor is its own
+            # the file stays attached while it has users, unless forget() detached it
+            if reusable and self._con is not None and alias == self._alias:
                 self._idle_cursors.append(cursor)
             else:
                 cursor.close()
@@ -296,7 +300,9 @@ class Database:
                 self._close()
                 self._rest_until = time.monotonic() + REST
                 return
-            self._opened_at = time.monotonic()  # look again after another hold
+            # look again after another hold, as long as the uses within it ask for
+            self._opened_at = time.monotonic()
+            self._longest = 0.0
         # Not a daemon: at exit the interpreter waits the moment it takes to close the file,
         # instead of killing the thread inside DuckDB (which aborts the process).
         self._closer = threading.Timer(LINGER, self._close_lingering)

@@ -382,6 +382,21 @@ def test_a_busy_reader_keeps_the_index_until_another_process_waits_for_it(librar
     assert not someone_waits(index.path)  # the waiter's announcement went with it
 
 
+def test_a_cursor_in_use_when_the_index_is_forgotten_is_not_used_again(library, pm):
+    """forget() detaches the file under a query still running (the file is about to be
+    replaced); that query's cursor belongs to the old attach and must not serve the next one."""
+    record(pm, text="first")
+    index = Index(library_root(pm))
+    index.sync()
+    db = index.db
+    with db.read() as con:
+        con.execute("SELECT 1").fetchall()
+        db.forget()
+    with db.read() as con:
+        assert con.execute("SELECT count(*) FROM generations").fetchone() == (1,)
+    assert index.stats()["total_generations"] == 1
+
+
 def attached() -> list[str]:
     con = engine()
     try:
