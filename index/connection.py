@@ -46,7 +46,7 @@ MAX_HOLD = 0.1  # seconds a connection may stay open while queries keep coming
 HOLD_PER_USE = 3  # ... or this many times its longest use: a reopened file's data is read again,
 # and a process scanning 160 MB per query would otherwise spend half its time doing so
 HOLD_CEILING = 1.0  # ... but never longer than this: other processes' deadlines are in seconds
-REST = 0.04  # seconds before opening again after MAX_HOLD: longer than RETRY_MAX * 1.5
+REST = 0.04  # seconds before opening again after giving way: longer than RETRY_MAX * 1.5
 RETRY_MAX = 0.02  # the longest pause between two tries of an open that meets a lock
 WAITING_SUFFIX = ".waiting"  # beside the index: flocked shared by each process waiting for it
 
@@ -186,8 +186,8 @@ class Database:
         self._read_only = True
         self._users = 0
         self._pins = 0
-        self._opened_at = 0.0
-        self._longest = 0.0  # seconds of the longest use since the connection was opened
+        self._hold_started = 0.0
+        self._longest = 0.0  # seconds of the longest use within the current hold
         self._rest_until = 0.0
         self._closer: threading.Timer | None = None
         # cursors of the open connection that no user holds: making one and pointing it at the
@@ -202,7 +202,7 @@ class Database:
             time.sleep(rest)
         self._con, self._alias = open_with_retry(self.path, read_only=read_only, timeout=timeout)
         self._read_only = read_only
-        self._opened_at = time.monotonic()
+        self._hold_started = time.monotonic()
         self._longest = 0.0
 
     def _checkout(self) -> tuple[duckdb.DuckDBPyConnection, str]:
@@ -295,13 +295,13 @@ class Database:
             self._close()
             return
         hold = min(max(MAX_HOLD, HOLD_PER_USE * self._longest), HOLD_CEILING)
-        if time.monotonic() - self._opened_at >= hold:
+        if time.monotonic() - self._hold_started >= hold:
             if someone_waits(self.path):
                 self._close()
                 self._rest_until = time.monotonic() + REST
                 return
             # look again after another hold, as long as the uses within it ask for
-            self._opened_at = time.monotonic()
+            self._hold_started = time.monotonic()
             self._longest = 0.0
         # Not a daemon: at exit the interpreter waits the moment it takes to close the file,
         # instead of killing the thread inside DuckDB (which aborts the process).
