@@ -14,7 +14,7 @@ import duckdb
 from ..library import Library, open_library
 from ..library.locations import library_path, machine_dir
 from . import queries, tables
-from .connection import Database, IndexBusyError, IndexCorruptError, is_lock_error
+from .connection import Database, IndexBusyError, IndexCorruptError, is_damage, is_lock_error
 from .queries import Filters, NotFoundError, QueryError
 from .sync import SyncReport, sync
 
@@ -108,9 +108,10 @@ class Index:
             self._empty = False
             return report
         except (IndexCorruptError, duckdb.Error) as exc:
-            if isinstance(exc, duckdb.Error) and is_lock_error(exc):
+            # damaged since it was opened: it is a cache, so rebuild it from the folder. Any
+            # other error is raised: a rebuild would hide it, and takes minutes at 1M
+            if isinstance(exc, duckdb.Error) and not is_damage(exc):
                 raise
-            # damaged since it was opened: it is a cache, so rebuild it from the folder
             self._delete_files()
             self._ready = False
             self._ensure()

@@ -65,6 +65,17 @@ def is_lock_error(exc: Exception) -> bool:
     return "Could not set lock" in message or "Conflicting lock" in message
 
 
+def is_damage(exc: Exception) -> bool:
+    """Whether DuckDB failed because the file no longer holds what it wrote (a block whose
+    checksum fails, a short read, a database invalidated by it), not because of a query."""
+    if is_lock_error(exc):
+        return False
+    if isinstance(exc, (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException)):
+        return True
+    message = str(exc).lower()
+    return "corrupt" in message or "checksum" in message
+
+
 _engine: duckdb.DuckDBPyConnection | None = None
 _engine_lock = threading.Lock()
 _aliases = itertools.count()
@@ -277,6 +288,8 @@ class Database:
         with self._cond:
             # the file stays attached while it has users, unless forget() detached it
             if reusable and self._con is not None and alias == self._alias:
+                # a result left unread (fetchone) would refuse the next user's register()
+                cursor.abort()
                 self._idle_cursors.append(cursor)
             else:
                 cursor.close()

@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from helpers import cli, record, tone
 from tts_history import Audio, Version
 from tts_history.index import Filters, Index, IndexBusyError, IndexCorruptError
-from tts_history.index.connection import MAX_HOLD, Database, engine, someone_waits
+from tts_history.index.connection import MAX_HOLD, Database, engine, is_damage, someone_waits
 
 SAFETY = 60.0  # seconds: only ever a limit against hanging, never a speed requirement
 
@@ -397,6 +398,24 @@ def test_a_cursor_in_use_when_the_index_is_forgotten_is_not_used_again(library, 
     assert index.stats()["total_generations"] == 1
 
 
+def test_a_result_left_unread_does_not_reach_the_next_user_of_the_cursor(library, pm):
+    """A query read with fetchone() leaves its result open; the cursor then goes back to the
+    pool, and the next user's register() (every sync does one) must not be refused for it."""
+    for n in range(3):
+        record(pm, text=f"take {n}")
+    index = Index(library_root(pm))
+    index.sync()
+    db = index.db
+    with db.read() as con:
+        assert con.execute("SELECT id FROM generations").fetchone() is not None  # 2 rows unread
+    with db.read() as con:
+        con.register("probe", pa.table({"n": [1]}))
+        con.unregister("probe")
+    record(pm, text="one more")
+    assert index.sync().added == 1  # an incremental sync, not a rebuild after an error
+    assert index.stats()["total_generations"] == 4
+
+
 def attached() -> list[str]:
     con = engine()
     try:
@@ -626,6 +645,47 @@ def test_a_corrupt_block_is_reported_as_corrupt_not_as_locked(library, pm):
     with pytest.raises(IndexCorruptError):
         with Database.for_path(index.path).read(timeout=0.5):
             pass
+
+
+def test_an_index_damaged_while_attached_is_rebuilt_by_the_next_sync(library, pm):
+    """The file breaks under an open connection (a disk error, another program writing into
+    it): the sync that meets the failed checksum rebuilds the index from the folder."""
+    root = library_root(pm)
+    ids = _populate(pm)
+    index = Index(root)
+    index.sync()
+    before = _answers(index, ids)
+    index.db.forget()
+    with index.db.pinned():  # attached afresh: its blocks are read from the file from now on
+        data = index.path.read_bytes()
+        index.path.write_bytes(data[:12288] + os.urandom(len(data) - 12288))
+        report = index.sync(full=True)
+    assert report.errors == [] and report.added == 12  # rebuilt, not updated in place
+    assert _answers(index, ids) == before
+
+
+def test_only_a_damaged_file_counts_as_damage(tmp_path):
+    """A sync rebuilds the index only for damage; a failed query or a misused connection is
+    raised (a rebuild would hide it, and takes minutes for a large library)."""
+    path = tmp_path / "x.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE t AS SELECT range AS i, repeat('x', 100) AS s FROM range(100000)")
+    con.close()
+    data = path.read_bytes()
+    path.write_bytes(data[:12288] + os.urandom(len(data) - 12288))
+    errors = {}
+    for name, statement in {
+        "checksum": lambda c: duckdb.connect(str(path)),
+        "binder": lambda c: c.execute("SELECT no_such_column FROM range(3)").fetchall(),
+        "unread result": lambda c: (c.execute("SELECT 1 UNION ALL SELECT 2").fetchone(),
+                                    c.register("r", pa.table({"n": [1]}))),
+    }.items():
+        con = duckdb.connect()
+        with pytest.raises(duckdb.Error) as raised:
+            statement(con)
+        con.close()
+        errors[name] = is_damage(raised.value)
+    assert errors == {"checksum": True, "binder": False, "unread result": False}
 
 
 def test_stats_are_exactly_the_same_after_a_rebuild(library, pm):
