@@ -51,10 +51,11 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_temp(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Write a durable temp file beside ``path`` and return its name; remove it on failure."""
+def write_temp(path: Path, write: Callable[[BinaryIO], None], tmp: Path | None = None) -> Path:
+    """Write a durable temp file beside ``path`` (named ``tmp``, else a new :func:`temp_path`)
+    and return its name; remove it on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
+    tmp = tmp or temp_path(path)
     try:
         with open(tmp, "xb") as f:
             write(f)

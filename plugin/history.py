@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +24,9 @@ from .merge import merge, winner_order
 from .store import Store
 
 log = logging.getLogger("tts_history")
+
+# new audio in its temp file, and where it goes once the sidecar naming it is encoded
+_Staged = tuple[audio_io.PreparedAudio, Path]
 
 _AUDIO_FIELDS = ("audio_path", "duration", "sample_rate", "channels", "audio_bytes", "audio_sha256")
 ORIGINAL_LABEL = "original"
@@ -91,7 +94,7 @@ class HistoryPlugin:
                     f"of generation {generation_id!r}"
                 )
             now = schema.now()
-            entry = self._store_audio(record, version.id, audio)
+            entry, staged = self._store_audio(record, version.id, audio)
             entry.update(
                 label=version.label,
                 effects_chain=json.dumps([e.to_dict() for e in version.effects_chain]),
@@ -103,7 +106,7 @@ class HistoryPlugin:
             if version.is_default or record["active_version_id"] is None:
                 _activate(record, version.id)
             record["updated_at"] = now
-            self._write(record, before=before)
+            self._write(record, before=before, audio=[staged])
 
     @hookimpl
     def tts_history_default_version_changed(self, generation_id: str, version_id: str) -> None:
@@ -345,8 +348,9 @@ class HistoryPlugin:
             )
             if generation.duration is not None:
                 record["host_duration"] = float(generation.duration)
+            staged = []
             if audio is not None:
-                self._replace_original(record, audio, now)
+                staged.append(self._replace_original(record, audio, now))
                 if record["host_duration"] is not None and (
                     abs(record["host_duration"] - record["duration"]) > _DURATION_TOLERANCE
                 ):
@@ -356,7 +360,7 @@ class HistoryPlugin:
                         record["host_duration"],
                         record["duration"],
                     )
-            self._write(record, before=before)
+            self._write(record, before=before, audio=staged)
 
     def _fresh(self, generation: Generation, now) -> dict[str, Any]:
         record = {field.name: None for field in schema.GENERATION_SCHEMA}
@@ -370,10 +374,10 @@ class HistoryPlugin:
         )
         return record
 
-    def _replace_original(self, record: dict[str, Any], audio: Audio, now) -> None:
+    def _replace_original(self, record: dict[str, Any], audio: Audio, now) -> _Staged:
         # A new id each time: the old file stays until the sidecar no longer names it.
         version_id = uuid.uuid4().hex
-        entry = self._store_audio(record, version_id, audio)
+        entry, staged = self._store_audio(record, version_id, audio)
         entry.update(
             label=ORIGINAL_LABEL,
             effects_chain=None,
@@ -392,20 +396,35 @@ class HistoryPlugin:
         else:
             versions.append(entry)
         _activate(record, version_id if was_active else record["active_version_id"])
+        return staged
 
-    def _store_audio(self, record: dict[str, Any], version_id: str, audio: Audio) -> dict[str, Any]:
+    def _store_audio(
+        self, record: dict[str, Any], version_id: str, audio: Audio
+    ) -> tuple[dict[str, Any], _Staged]:
+        """The version entry for ``audio``, and the audio staged for :meth:`_write`."""
         final = self.library.audio_path(record["id"], record["created_at"], version_id, ".wav")
         prepared = audio_io.prepare(audio, final)
         final = final.with_suffix(prepared.suffix)
-        prepared.commit(final)
-        return {"id": version_id, "audio_path": self.library.relative(final), **prepared.facts()}
+        entry = {"id": version_id, "audio_path": self.library.relative(final), **prepared.facts()}
+        return entry, (prepared, final)
 
-    def _write(self, record: dict[str, Any], *, before: dict[str, Any] | None) -> None:
-        """Write ``record`` over ``before`` (None: new), then drop the audio only one names."""
+    def _write(
+        self, record: dict[str, Any], *, before: dict[str, Any] | None, audio: Sequence[_Staged] = ()
+    ) -> None:
+        """Write ``record`` over ``before`` (None: new), then drop the audio only one names.
+        The staged ``audio`` it names is moved into place first, once the sidecar is encoded:
+        the audio's write and fsync overlap the encoding."""
+
+        def move_audio() -> None:
+            for prepared, final in audio:
+                prepared.commit(final)
+
         try:
-            path = self.store.write(record)
+            path = self.store.write(record, before_write=move_audio)
         except BaseException:
-            # audio committed for this change is named by no sidecar: take it back
+            # audio staged or moved for this change is named by no sidecar: take it back
+            for prepared, _ in audio:
+                prepared.discard()
             self.store.remove_unreferenced(record, before or {"versions": []})
             raise
         self.store.remove_unreferenced(before, record)

@@ -8,14 +8,14 @@ and removal goes the other way: sidecar first, then its audio.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ..library import Library, SidecarError, schema, sidecar_identity
-from ..library.atomic import fsync_dir
+from ..library.atomic import atomic_write_bytes, fsync_dir
 from ..library.locations import machine_dir
 from ..library.lock import locked
 
@@ -67,9 +67,14 @@ class Store:
             self._paths[generation_id] = path
         return schema.read_generation(path)
 
-    def write(self, record: dict[str, Any]) -> Path:
+    def write(self, record: dict[str, Any], before_write: Callable[[], None] | None = None) -> Path:
+        """Write ``record``'s sidecar durably; ``before_write`` runs once it is encoded, before
+        anything is written (to move the audio it names into place first)."""
         path = self.library.sidecar_path(record["id"], record["created_at"])
-        schema.write_generation(path, record)
+        data = schema.encode_generation(record)
+        if before_write is not None:
+            before_write()
+        atomic_write_bytes(path, data)
         self._paths[record["id"]] = path
         return path
 

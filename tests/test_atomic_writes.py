@@ -12,6 +12,7 @@ nothing behind in the library.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ from tts_history import Audio, Version
 from tts_history.index import Index
 from tts_history.library import schema
 from tts_history.plugin import InvalidAudioError
+from tts_history.plugin import audio as audio_io
 
 ROUNDS = 25
 
@@ -407,5 +409,42 @@ def test_bad_audio_raises_and_leaves_nothing_behind(case, library, pm, tmp_path)
             generation=make_generation(id="other"), audio=make(tmp_path)
         )
     assert snapshot(root) == before
+    report = Index(root).sync()
+    assert report.errors == [] and report.added == 1
+
+
+def test_a_disk_full_while_audio_is_written_raises_and_leaves_nothing_behind(
+    library, pm, tmp_path, monkeypatch
+):
+    # the samples' temp file is written on a thread while the sidecar is encoded: its
+    # failure must still reach the host, and no sidecar may name audio that never landed
+    root = pm.get_plugin("tts_history.history").library.root
+    kept = record(pm, id="kept")
+    before = snapshot(root)
+    real_write_temp = audio_io.write_temp
+
+    def disk_full(path, write, tmp=None):
+        def half(out):
+            out.write(b"RIFF")
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+        return real_write_temp(path, half, tmp)
+
+    monkeypatch.setattr(audio_io, "write_temp", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        pm.hook.tts_history_generation_completed(
+            generation=make_generation(id="new"), audio=Audio.from_samples(tone(), RATE)
+        )
+    with pytest.raises(OSError, match="No space left"):
+        pm.hook.tts_history_generation_completed(generation=kept, audio=Audio.from_samples(tone(), RATE))
+    with pytest.raises(OSError, match="No space left"):
+        pm.hook.tts_history_version_added(
+            generation_id="kept",
+            version=Version(id=uuid.uuid4().hex, label="processed", is_default=True),
+            audio=Audio.from_samples(tone(), RATE),
+        )
+    assert snapshot(root) == before
+    monkeypatch.undo()
+    pm.hook.tts_history_generation_completed(generation=kept, audio=Audio.from_samples(tone(), RATE))
     report = Index(root).sync()
     assert report.errors == [] and report.added == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.metadata
+import io
 import json
 import logging
 import sys
@@ -185,6 +186,28 @@ def test_completed_with_samples(pm, library):
     # the samples round-trip
     data, _ = sf.read(str(library / rec["audio_path"]), dtype="float32")
     np.testing.assert_array_equal(data, tone(0.2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_samples_stored_as_pcm16_are_the_bytes_libsndfile_writes(pm, library, dtype, channels):
+    # float32 is converted to int16 before libsndfile sees it: the bytes must not change,
+    # at the edges (full scale, beyond it, a sample's width around zero) nor anywhere else
+    rng = np.random.default_rng(7)
+    samples = rng.uniform(-1.3, 1.3, (24_000, channels))
+    samples[:8, 0] = [1.0, -1.0, 0.5 / 32768, -0.5 / 32768, 1.5 / 32768, -1.5 / 32768, 0.0, 2.0]
+    if dtype is np.int16:
+        samples = np.clip(samples * 32767, -32768, 32767)
+    samples = samples.astype(dtype)
+    if channels == 1:
+        samples = samples[:, 0]
+    pm.hook.tts_history_generation_completed(
+        generation=make_generation(id="p16"), audio=Audio.from_samples(samples, RATE)
+    )
+    expected = io.BytesIO()
+    sf.write(expected, samples, RATE, format="WAV", subtype="PCM_16")
+    stored = library / read(library, "p16")["audio_path"]
+    assert stored.read_bytes() == expected.getvalue()
 
 
 @pytest.mark.parametrize(
