@@ -443,9 +443,11 @@ def _add_tallies(con: Any, before: dict, after: dict) -> None:
 
 # Files in or below the folders of table ``below`` (paths ending in '/'): matched among the few
 # distinct folders first, since a prefix test joined with every file row materializes them all.
-_BELOW = (
-    " OR f.folder IN (SELECT k.folder FROM (SELECT DISTINCT folder FROM files) k, below d"
-    " WHERE starts_with(k.folder || '/', d.p))"
+# The folders of recorded files at or below each prefix ("a/b/" for a/b): a scan of the folder
+# column alone, which holds a few distinct values
+_FOLDERS_BELOW = (
+    "SELECT k.folder FROM (SELECT DISTINCT folder FROM files) k, unnest($prefixes) d(p) "
+    "WHERE starts_with(k.folder || '/', d.p)"
 )
 
 
@@ -483,24 +485,27 @@ def sync(
         # connection) then shows as a newer revision, never as a file wrongly thought missing
         revision = _revision(con)
         con.register("scan", found.files)
-        removed_sql = "SELECT f.path, f.kind, f.folder FROM files f ANTI JOIN scan s ON s.path = f.path"
-        params: dict[str, Any] = {}
-        if within is not None:
-            # Named paths that are gone, and everything below named folders that are gone.
-            # Library folders have no dot in their names; files always do.
-            named = sorted(set(within))
-            folders = [p.rstrip("/") + "/" for p in named if "." not in p.rsplit("/", 1)[-1]]
-            con.register("below", pa.table({"p": pa.array(folders, pa.string())}))
-            removed_sql += " WHERE f.path = ANY($named)"
-            params = {"named": named}
-            if folders:
-                removed_sql += _BELOW
-        elif not found.whole:  # files of the folders listed, and everything below gone ones
-            con.register("listed", found.listed)
-            con.register("below", pa.table({"p": pa.array([g + "/" for g in found.gone], pa.string())}))
-            removed_sql += " WHERE f.folder IN (SELECT path FROM listed)"
-            if found.gone:
-                removed_sql += _BELOW
+        # The recorded files the scan covered: each kind of lookup alone, as a filter on one
+        # column (an OR of them, or a join, made DuckDB read every path: +90 MB and 80 ms at 1M)
+        recorded_sql, params = "SELECT path, kind, folder FROM files", {}
+        if within is not None or not found.whole:
+            if within is not None:
+                # Named paths that are gone, and everything below named folders that are gone.
+                # Library folders have no dot in their names; files always do.
+                named = sorted(set(within))
+                prefixes = [p.rstrip("/") + "/" for p in named if "." not in p.rsplit("/", 1)[-1]]
+                folders = []
+            else:  # files of the folders listed, and everything below gone ones
+                named, prefixes = [], [g + "/" for g in found.gone]
+                folders = found.listed["path"].to_pylist()
+            if prefixes:
+                folders += [f for (f,) in con.execute(_FOLDERS_BELOW, {"prefixes": prefixes}).fetchall()]
+            recorded_sql = (
+                f"{recorded_sql} WHERE path = ANY($named) UNION "
+                f"{recorded_sql} WHERE folder = ANY($folders)"
+            )
+            params = {"named": named, "folders": folders}
+        removed_sql = f"SELECT f.path, f.kind, f.folder FROM ({recorded_sql}) f ANTI JOIN scan s ON s.path = f.path"
         # Size and mtime alone are not trusted: a sync tool can replace a file with one of the
         # same size and reset the mtime, and coarse clocks (FAT, network drives) repeat it.
         # So a file whose mtime was within RACY_NS of the scan that recorded it is read again
@@ -519,8 +524,7 @@ def sync(
             params={"paths": found.files["path"].to_pylist()} if few else None,
         ).to_arrow_table()
         removed = con.execute(removed_sql, params).fetchall()
-        for name in ("scan", "below", "listed"):
-            con.unregister(name)
+        con.unregister("scan")
 
     report = SyncReport(removed=sum(1 for _, kind, _ in removed if kind in _SIDECAR_KINDS))
     is_sidecar = pc.is_in(changed["kind"], value_set=pa.array(_SIDECAR_KINDS))

@@ -558,6 +558,45 @@ def test_sync_follows_folders_added_moved_and_removed(pm, library, tmp_path):
     assert fresh.list() == index.list() and fresh.stats() == index.stats()
 
 
+
+def test_sync_within_named_paths_removes_what_is_gone_below_them(pm, library, tmp_path):
+    # as a watcher syncs: named files and folders, present or gone, and nothing else
+    _small_library(pm)
+    for i, day in enumerate((datetime(2024, 3, 1, tzinfo=timezone.utc), datetime(2024, 7, 9, tzinfo=timezone.utc))):
+        pm.hook.tts_history_generation_completed(
+            generation=Generation(id=f"old{i}", profile_id="bob", text="old one", created_at=day),
+            audio=Audio.from_samples(tone(0.05), RATE),
+        )
+    _settle(library)
+    index = Index(library, tmp_path / "index.duckdb")
+    index.sync()
+    assert index.list()["total"] == 4
+    g1 = index.get("g1")
+    sidecar, audio = Path(g1["sidecar_path"]), Path(g1["audio_path"])
+    folder = sidecar.parent.relative_to(library).as_posix()
+
+    def recorded_in_folder() -> set[str]:
+        return {p for (p,) in index.sql(f"SELECT path FROM files WHERE folder = '{folder}'")[1]}
+
+    # a named sidecar that is gone; its audio, not named, stays recorded
+    sidecar.unlink()
+    report = index.sync(within=[f"{folder}/{sidecar.name}"])
+    assert report.removed == 1 and index.list()["total"] == 3
+    assert f"{folder}/{audio.name}" in recorded_in_folder()
+    # a named folder still there: the file gone from it is found, the others stay
+    audio.unlink()
+    index.sync(within=[folder])
+    assert recorded_in_folder() == {f"{folder}/{p.name}" for p in sidecar.parent.iterdir()}
+    assert len(recorded_in_folder()) == 2  # g2's sidecar and audio
+    # a year removed whole, named by its folder: everything below it goes, the rest stays
+    shutil.rmtree(library / "generations" / "2024")
+    report = index.sync(within=["generations/2024"])
+    assert report.removed == 2
+    assert sorted(i["id"] for i in index.list()["items"]) == ["g2"]
+    assert index.sql("SELECT count(*) FROM files WHERE starts_with(path, 'generations/2024/')")[1] == [(0,)]
+    fresh = Index(library, tmp_path / "fresh.duckdb")
+    assert fresh.list() == index.list() and fresh.stats() == index.stats()
+
 def test_touched_sidecar_in_large_library_counts_as_unchanged(built, rebuilt, tmp_path):
     result, _, expected = built
     index = Index(result.library, _copy_index(rebuilt[0], tmp_path / "index.duckdb"))
