@@ -317,6 +317,17 @@ def test_search_combines_with_paging(history):
     assert third["next_cursor"] is None
 
 
+
+@pytest.mark.parametrize("filters", [{"search": "hello"}, {"profile_id": "alice"}, {"language": "en"}, {}])
+def test_a_page_that_reaches_past_the_last_match_holds_the_oldest_ones(history, filters):
+    # the page is bounded by the oldest match when fewer matches than it reaches are left
+    every = listed(history, **filters)
+    for limit in (1, 2, 5):
+        for offset in range(len(every) + 2):
+            page = history.list(limit=limit, offset=offset, **filters)
+            assert [i["id"] for i in page["items"]] == every[offset : offset + limit], (limit, offset)
+            assert page["total"] == len(every)
+
 # -- invalid input -----------------------------------------------------------------------------
 
 

@@ -597,6 +597,35 @@ def test_sync_within_named_paths_removes_what_is_gone_below_them(pm, library, tm
     fresh = Index(library, tmp_path / "fresh.duckdb")
     assert fresh.list() == index.list() and fresh.stats() == index.stats()
 
+
+def test_folders_with_more_files_than_are_looked_up_one_by_one_sync_exactly(pm, library, tmp_path, monkeypatch):
+    # the files of listed folders are then compared with those recorded in the same folders
+    sync_module = importlib.import_module("tts_history.index.sync")
+    monkeypatch.setattr(sync_module, "LOOKUP_MAX", 1)
+    _small_library(pm)
+    old_day = datetime(2025, 5, 6, tzinfo=timezone.utc)
+    for gid in ("o1", "o2"):
+        pm.hook.tts_history_generation_completed(
+            generation=Generation(id=gid, profile_id="bob", text=f"old {gid}", created_at=old_day),
+            audio=Audio.from_samples(tone(0.05), RATE),
+        )
+    _settle(library)
+    index = Index(library, tmp_path / "index.duckdb")
+    index.sync()
+    # in one folder: a generation added, one removed, one changed; the other folder untouched
+    pm.hook.tts_history_generation_completed(
+        generation=Generation(id="o3", profile_id="bob", text="old o3", created_at=old_day),
+        audio=Audio.from_samples(tone(0.05), RATE),
+    )
+    pm.hook.tts_history_generation_deleted(generation_id="o1")
+    pm.hook.tts_history_favorite_set(generation_id="o2", is_favorited=True)
+    report = index.sync()
+    assert (report.added, report.updated, report.removed, report.errors) == (1, 1, 1, [])
+    assert sorted(i["id"] for i in index.list()["items"]) == ["g1", "g2", "o2", "o3"]
+    assert index.get("o2")["is_favorited"] is True
+    fresh = Index(library, tmp_path / "fresh.duckdb")
+    assert fresh.list() == index.list() and fresh.stats() == index.stats()
+
 def test_touched_sidecar_in_large_library_counts_as_unchanged(built, rebuilt, tmp_path):
     result, _, expected = built
     index = Index(result.library, _copy_index(rebuilt[0], tmp_path / "index.duckdb"))
