@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             "Queries: tts-history through `Index` (what `History` with auto-sync off, e.g. under a "
             "watcher, runs), back to back with the product's own connection handling, and again "
             "inside one `Index.reading()` that holds the connection open; the baseline through "
-            "the seed's SQLAlchemy queries on a pooled engine. "
+            "the seed's SQLAlchemy queries on a pooled engine. Gets held open read 50 other ids "
+            "than the 50 before them, so that neither figure finds the other's rows cached. "
             "Two warm-up calls, then up to the repetitions asked for (within a time budget).",
             "Incremental sync: one sidecar rewritten atomically (favorite flipped), then a full "
             "`Index.sync()` timed; and a sync limited to that day folder.",
