@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             "baseline database holds the same records, loaded with executemany.",
             "Host-side cost: the real plugin manager's hooks, timed around the call, interleaved with "
             "the seed's create_generation (session, add, commit) on the same size of database; 20 "
-            "warm-up calls each are not counted.",
+            "warm-up calls each are not counted. The disk's pending writes of earlier phases are "
+            "flushed first (`os.sync`), as an fsync waits on them too.",
             "Cold build: a separate process deletes the index and builds it from the sidecars "
             "(`Index.rebuild`); the file system's page cache is warm.",
             "Queries: tts-history through `Index` (what `History` with auto-sync off, e.g. under a "

@@ -149,6 +149,9 @@ def run_size(n: int, cfg: Config) -> tuple[list[dict[str, Any]], list[dict[str, 
     checks: list[dict[str, Any]] = []
     try:
         log(f"[{n:,}] host-side cost of recording ({cfg.host_samples} samples)")
+        # An fsync waits for other dirty pages of the file system too: the earlier phases'
+        # write-back would be billed to the recording, so it is flushed before.
+        os.sync()
         figures += host_cost(library, baseline, n, cfg)
         log(f"[{n:,}] cold index build")
         figures += cold_build(root, n, cfg)

@@ -213,46 +213,46 @@ def list_generations(
         page_where = "g.created_at <= ? AND (g.created_at < ? OR g.id < ?)"
         page_params = [created, created, last_id]
     order = "ORDER BY g.created_at DESC, g.id DESC"
-    # The page's keys are sorted alone and its rows fetched after: sorting whole rows costs
-    # ten times more on a deep page. A search reads every text, so its matches are kept and
-    # counted from there instead of being searched for twice.
-    searching = bool(search_terms(filters.search or ""))
-    # Sorted on created_at alone, DuckDB skips row groups that cannot reach the page: the
-    # page's last created_at then bounds both the sort on two keys and the fetch of the rows.
-    last = "SELECT g.created_at FROM {} g WHERE {} ORDER BY g.created_at DESC LIMIT 1 OFFSET ?"
-    if searching:
-        ctes = (f"WITH m AS MATERIALIZED (SELECT g.rowid AS r, g.created_at, g.id FROM generation_rows g "
-                f"WHERE {where}), ")
-        source, key, page_filter, page_filter_params = "m g", "g.r", page_where, page_params
-        bound = f"coalesce(({last.format('m', page_where)}), '-infinity'::TIMESTAMPTZ)"
-        bound_params = page_params + [offset + limit]
-        total_sql, total_params = "SELECT count(*) FROM m", []
+    page_filter, page_filter_params = f"{where} AND {page_where}", params + page_params
+    # The page's rows are bounded by the created_at of the last one it can reach (the row past
+    # its end included): DuckDB then skips the row groups below it, both where it sorts the
+    # page's keys on two columns and where it fetches the page's rows.
+    reach = offset + limit + 1
+    total = None
+    if search_terms(filters.search or ""):
+        # A search reads every text: one scan finds both the count and the bound.
+        total, newest = con.execute(
+            f"SELECT count(*), max(g.created_at, ?) FILTER (WHERE {page_where}) "
+            f"FROM generation_rows g WHERE {where}",
+            [reach] + page_params + params,
+        ).fetchone()
+        found = newest[-1] if newest is not None and len(newest) == reach else None
+        nothing = newest is None  # no match on or past the page: the texts are not read again
+        total_sql, total_params = "?", [total]
     else:
-        ctes = "WITH "
-        source, key = "generation_rows g", "g.rowid"
-        page_filter, page_filter_params = f"{where} AND {page_where}", params + page_params
-        found = con.execute(
-            last.format("generation_rows", page_filter), page_filter_params + [offset + limit]
+        # Sorted on created_at alone, the top-N skips row groups by their created_at range.
+        last = con.execute(
+            f"SELECT g.created_at FROM generation_rows g WHERE {page_filter} "
+            "ORDER BY g.created_at DESC LIMIT 1 OFFSET ?",
+            page_filter_params + [reach - 1],
         ).fetchall()
-        # a constant, so that the scan itself skips row groups
-        bound, bound_params = "coalesce(?, '-infinity'::TIMESTAMPTZ)", [found[0][0] if found else None]
+        found, nothing = (last[0][0] if last else None), False
         total_sql, total_params = f"SELECT count(*) FROM generation_rows g WHERE {where}", params
-    rows = con.execute(
-        f"{ctes}page AS (SELECT {key} AS r FROM {source} WHERE {page_filter} AND g.created_at >= {bound} "
-        f"{order} LIMIT ? OFFSET ?) "
+    # a constant, so that the scan itself skips row groups
+    bound, bound_params = "coalesce(?, '-infinity'::TIMESTAMPTZ)", [found]
+    # The page's keys are sorted alone and its rows fetched after: sorting whole rows costs
+    # ten times more on a deep page.
+    rows = [] if nothing else con.execute(
+        f"WITH page AS (SELECT g.rowid AS r FROM generation_rows g WHERE {page_filter} "
+        f"AND g.created_at >= {bound} {order} LIMIT ? OFFSET ?) "
         f"SELECT {_ITEM_COLUMNS}, ({total_sql}) FROM generation_rows g SEMI JOIN page ON g.rowid = page.r "
         f"LEFT JOIN profiles p ON p.id = g.profile_id WHERE g.created_at >= {bound} {order}",
-        (params if searching else [])
-        + page_filter_params
-        + bound_params
-        + [limit + 1, offset]
-        + total_params
-        + bound_params,
+        page_filter_params + bound_params + [limit + 1, offset] + total_params + bound_params,
     ).fetchall()
     if rows:
         total = rows[0][-1]
         rows = [row[:-1] for row in rows]
-    else:  # past the end: nothing to carry the count
+    elif total is None:  # past the end: nothing to carry the count
         total = con.execute(f"SELECT count(*) FROM generation_rows g WHERE {where}", params).fetchone()[0]
     more = len(rows) > limit
     rows = rows[:limit]
