@@ -412,15 +412,15 @@ class HistoryPlugin:
         self, record: dict[str, Any], *, before: dict[str, Any] | None, audio: Sequence[_Staged] = ()
     ) -> None:
         """Write ``record`` over ``before`` (None: new), then drop the audio only one names.
-        The staged ``audio`` it names is moved into place first, once the sidecar is encoded:
-        the audio's write and fsync overlap the encoding."""
+        The staged ``audio`` it names is moved into place first, once the sidecar is durable
+        under its temp name: the audio's write and fsync overlap the sidecar's."""
 
         def move_audio() -> None:
             for prepared, final in audio:
                 prepared.commit(final)
 
         try:
-            path = self.store.write(record, before_write=move_audio)
+            path = self.store.write(record, before_commit=move_audio)
         except BaseException:
             # audio staged or moved for this change is named by no sidecar: take it back
             for prepared, _ in audio:

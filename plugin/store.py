@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..library import Library, SidecarError, schema, sidecar_identity
-from ..library.atomic import atomic_write_bytes, fsync_dir
+from ..library.atomic import commit_temp, fsync_dir, write_temp
 from ..library.locations import machine_dir
 from ..library.lock import locked
 
@@ -67,14 +67,20 @@ class Store:
             self._paths[generation_id] = path
         return schema.read_generation(path)
 
-    def write(self, record: dict[str, Any], before_write: Callable[[], None] | None = None) -> Path:
-        """Write ``record``'s sidecar durably; ``before_write`` runs once it is encoded, before
-        anything is written (to move the audio it names into place first)."""
+    def write(self, record: dict[str, Any], before_commit: Callable[[], None] | None = None) -> Path:
+        """Write ``record``'s sidecar durably. ``before_commit`` runs once the sidecar is durable
+        under its temp name, before it is moved into place (to move the audio it names in
+        first): only the renames need that order, so the two files' fsyncs can overlap."""
         path = self.library.sidecar_path(record["id"], record["created_at"])
         data = schema.encode_generation(record)
-        if before_write is not None:
-            before_write()
-        atomic_write_bytes(path, data)
+        tmp = write_temp(path, lambda f: f.write(data))
+        if before_commit is not None:
+            try:
+                before_commit()
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        commit_temp(tmp, path)
         self._paths[record["id"]] = path
         return path
 
