@@ -123,7 +123,7 @@ def _encode(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Buffer:
 
 
 def encode_generation(record: dict[str, Any]) -> pa.Buffer:
-    """The bytes of ``record``'s sidecar, for :func:`.atomic.atomic_write_bytes`."""
+    """The bytes of ``record``'s sidecar."""
     return _encode([{**record, "schema_version": SCHEMA_VERSION}], GENERATION_SCHEMA)
 
 

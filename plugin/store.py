@@ -1,8 +1,8 @@
 """Generation and profile records in the library folder: find, read, write, remove.
 
 Every change is a read-modify-write of one sidecar under a machine-wide lock; sidecars are
-written atomically (see ``library.atomic``), audio always before the sidecar that names it,
-and removal goes the other way: sidecar first, then its audio.
+written atomically (see ``library.atomic``), audio always moved into place before the sidecar
+that names it, and removal goes the other way: sidecar first, then its audio.
 """
 
 from __future__ import annotations
@@ -67,19 +67,18 @@ class Store:
             self._paths[generation_id] = path
         return schema.read_generation(path)
 
-    def write(self, record: dict[str, Any], before_commit: Callable[[], None] | None = None) -> Path:
+    def write(self, record: dict[str, Any], before_commit: Callable[[], None]) -> Path:
         """Write ``record``'s sidecar durably. ``before_commit`` runs once the sidecar is durable
         under its temp name, before it is moved into place (to move the audio it names in
         first): only the renames need that order, so the two files' fsyncs can overlap."""
         path = self.library.sidecar_path(record["id"], record["created_at"])
         data = schema.encode_generation(record)
         tmp = write_temp(path, lambda f: f.write(data))
-        if before_commit is not None:
-            try:
-                before_commit()
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+        try:
+            before_commit()
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         commit_temp(tmp, path)
         self._paths[record["id"]] = path
         return path
