@@ -67,18 +67,19 @@ class Store:
             self._paths[generation_id] = path
         return schema.read_generation(path)
 
-    def write(self, record: dict[str, Any], before_commit: Callable[[], None]) -> Path:
+    def write(self, record: dict[str, Any], before_commit: Callable[[], None] | None = None) -> Path:
         """Write ``record``'s sidecar durably. ``before_commit`` runs once the sidecar is durable
         under its temp name, before it is moved into place (to move the audio it names in
         first): only the renames need that order, so the two files' fsyncs can overlap."""
         path = self.library.sidecar_path(record["id"], record["created_at"])
         data = schema.encode_generation(record)
         tmp = write_temp(path, lambda f: f.write(data))
-        try:
-            before_commit()
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        if before_commit is not None:
+            try:
+                before_commit()
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         commit_temp(tmp, path)
         self._paths[record["id"]] = path
         return path
