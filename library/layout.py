@@ -131,6 +131,18 @@ class Library:
         # one string join: joinpath parses every part (a list page makes a hundred of these)
         return Path(os.path.join(self.root, *relative.split("/")))
 
+    def audio_present(self, relative: str | None, size: int | None) -> bool:
+        """Whether an audio file is there whole: with the size its sidecar recorded, if it
+        recorded one (a file a sync tool is still copying, or a truncated one, is not). The
+        index's sync applies the same rule to the files it lists."""
+        if relative is None:
+            return False
+        try:
+            found = os.stat(self.absolute(relative)).st_size
+        except OSError:
+            return False
+        return size is None or found == size
+
     def library_id(self) -> str:
         return read_marker(self.root)["library_id"]
 

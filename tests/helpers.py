@@ -66,3 +66,21 @@ def history_with_own_work(root) -> History:
     history.sync()
     return history
 
+
+
+def indexed(index, generation_id: str) -> dict | None:
+    """What the index itself holds for a generation: its row of the ``generations`` view (paths
+    relative), with its ``versions`` rows. ``get`` reads the record from its sidecar instead,
+    so it cannot tell whether the index has caught up with a change."""
+    with index.reading() as con:
+        cursor = con.execute("SELECT * FROM generations WHERE id = ?", [generation_id])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        item = dict(zip([d[0] for d in cursor.description], row))
+        cursor = con.execute(
+            "SELECT * FROM versions WHERE generation_id = ? ORDER BY position", [generation_id]
+        )
+        names = [d[0] for d in cursor.description]
+        item["versions"] = [dict(zip(names, r)) for r in cursor.fetchall()]
+    return item

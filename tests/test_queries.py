@@ -17,7 +17,7 @@ from helpers import RATE, tone
 
 from tts_history import Audio, Generation, History, Profile, Version, get_plugin_manager, hookimpl
 from tts_history.index import NotFoundError, QueryError, tables
-from tts_history.library import schema
+from tts_history.library import SidecarError, schema
 
 # the seed's GenerationResponse (its "Response Schema"), in its order
 SEED_ITEM_KEYS = [
@@ -456,6 +456,44 @@ def test_get_returns_every_field_and_versions_with_the_active_one_marked(own_his
     assert again["active_version_id"] == original["id"]
     assert [v["is_default"] for v in again["versions"]] == [True, False]
     assert again["audio_path"] == original["audio_path"]
+
+
+def test_get_reads_the_record_from_the_sidecar_the_index_finds(own_history, pm):
+    """The index finds the sidecar that counts for the id; get reads the record from it, so it
+    gives the folder's record as it is now, while list answers from the index until it syncs."""
+    index = own_history.index
+    own_history.get("g02")  # synced
+    pm.hook.tts_history_favorite_set(generation_id="g02", is_favorited=True)
+    assert index.get("g02")["is_favorited"] is True
+    assert not next(i for i in index.list(limit=100)["items"] if i["id"] == "g02")["is_favorited"]
+    index.sync()
+    assert next(i for i in index.list(limit=100)["items"] if i["id"] == "g02")["is_favorited"]
+
+    # audio cut short counts as missing, as the index's sync counts it
+    item = index.get("g02")
+    Path(item["audio_path"]).write_bytes(Path(item["audio_path"]).read_bytes()[:100])
+    item = index.get("g02")
+    assert item["audio_present"] is False and item["versions"][0]["audio_present"] is False
+    Path(item["audio_path"]).unlink()
+    assert index.get("g02")["audio_present"] is False
+
+    # a sidecar removed since the index last synced: not found, naming the file
+    sidecar = Path(item["sidecar_path"])
+    sidecar.unlink()
+    with pytest.raises(NotFoundError, match="removed after the index last synced") as caught:
+        index.get("g02")
+    assert str(sidecar) in str(caught.value)
+
+    # one damaged since: the reason, naming the file
+    damaged = Path(index.get("g04")["sidecar_path"])
+    damaged.write_bytes(b"not parquet at all")
+    with pytest.raises(SidecarError, match="not a readable Parquet file") as caught:
+        index.get("g04")
+    assert str(damaged) in str(caught.value)
+    index.sync()
+    with pytest.raises(NotFoundError):
+        index.get("g04")
+    assert index.unreadable()[0]["path"].endswith("g04.parquet")
 
 
 # -- stats -----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from helpers import RATE, record, tone
+from helpers import RATE, indexed, record, tone
 
 from tts_history import Audio, Effect, Generation, Profile, Version, get_plugin_manager, hookimpl
 from tts_history.index import reading
@@ -495,16 +495,17 @@ def test_sync_lists_only_changed_folders_and_every_file_sees_writes_in_place(pm,
 
     # a write in place leaves the folder as it was: a sync trusts it, as documented
     assert index.sync().as_dict() == {"added": 0, "updated": 0, "removed": 0, "unchanged": 0, "errors": []}
-    assert index.get("g1")["is_favorited"] is False
+    assert indexed(index, "g1")["is_favorited"] is False
+    assert index.get("g1")["is_favorited"] is True  # read from the sidecar: the folder's record
     report = index.sync(every_file=True)
     assert (report.added, report.updated, report.removed) == (0, 1, 0)
-    assert index.get("g1")["is_favorited"] is True
+    assert indexed(index, "g1")["is_favorited"] is True
 
     # the plugin (and every sync tool) replaces files by renaming: the folder changes
     pm.hook.tts_history_favorite_set(generation_id="g2", is_favorited=True)
     report = index.sync()
     assert (report.added, report.updated, report.removed) == (0, 1, 0)
-    assert index.get("g2")["is_favorited"] is True
+    assert indexed(index, "g2")["is_favorited"] is True
 
 
 def test_sync_notices_a_folder_whose_time_was_set_back(pm, library, tmp_path):
@@ -622,7 +623,7 @@ def test_folders_with_more_files_than_are_looked_up_one_by_one_sync_exactly(pm, 
     report = index.sync()
     assert (report.added, report.updated, report.removed, report.errors) == (1, 1, 1, [])
     assert sorted(i["id"] for i in index.list()["items"]) == ["g1", "g2", "o2", "o3"]
-    assert index.get("o2")["is_favorited"] is True
+    assert indexed(index, "o2")["is_favorited"] is True
     fresh = Index(library, tmp_path / "fresh.duckdb")
     assert fresh.list() == index.list() and fresh.stats() == index.stats()
 

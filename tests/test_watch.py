@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from helpers import RATE, cli, record, tone
+from helpers import RATE, cli, indexed, record, tone
 
 from tts_history import Audio, Effect, History, Version, get_plugin_manager
 from tts_history.index import Filters, Index, IndexBusyError
@@ -451,7 +451,7 @@ def test_ten_events_on_one_sidecar_make_one_upsert(replicas, tmp_path):
             temp = target / Path(sidecar).with_name(f".{Path(sidecar).name}.tmp")
             shutil.copyfile(path, temp)
             os.replace(temp, target / sidecar)
-        eventually(lambda: index.get(gid)["text"] == "draft 10", "the last revision", watcher)
+        eventually(lambda: indexed(index, gid)["text"] == "draft 10", "the last revision", watcher)
         batches = watcher.batches - before
     assert batches == 1, log.messages
     # one batch (the sidecar, and perhaps its folder, whose listing changed), one upsert
@@ -524,7 +524,7 @@ def test_files_that_sync_tools_and_editors_leave_are_never_indexed(replicas, tmp
         (target / stray_audio[0]).write_bytes(wav)
         os.replace(day / f".syncthing.{name}.tmp", target / stray_sidecar)
         eventually(lambda: index.list()["total"] == 3, "the renamed temp file", watcher)
-        assert index.get(stray.id)["audio_present"] is True
+        assert indexed(index, stray.id)["audio_present"] is True
     assert_same_as_rebuild(index, target, tmp_path)
 
 
@@ -560,7 +560,7 @@ def test_arrival_in_any_order_shows_missing_audio_and_heals(replicas, tmp_path):
     sidecar2, audio2 = files_of(source, second.id)
 
     def state(gid: str) -> tuple:
-        item = index.get(gid)
+        item = indexed(index, gid)
         return (item["audio_present"], *[v["audio_present"] for v in item["versions"]])
 
     def total() -> int:
@@ -608,7 +608,7 @@ def test_arrival_in_any_order_shows_missing_audio_and_heals(replicas, tmp_path):
         )
         sidecar2, audio2 = files_of(source, second.id)
         arrive(source, target, sidecar2)
-        eventually(lambda: index.get(second.id)["active_version_id"] == "slow", "the new sidecar", watcher)
+        eventually(lambda: (indexed(index, second.id) or {}).get("active_version_id") == "slow", "the new sidecar", watcher)
         assert state(second.id) == (False, True, False)
         arrive(source, target, audio2[1])
         eventually(lambda: state(second.id) == (True, True, True), "the new version's audio", watcher)
@@ -735,7 +735,7 @@ def test_a_rewrite_of_the_same_size_with_its_mtime_kept_is_read_again(replicas, 
         for relative in marker_audio + [marker_sidecar]:
             arrive(source, target, relative)  # a later arrival: once indexed, so is every earlier event
         eventually(lambda: index.list()["total"] == 2, "the later arrival", watcher)
-        assert index.get(gid)["text"] == "same size B"
+        assert indexed(index, gid)["text"] == "same size B"
 
 
 def test_the_next_start_sees_a_same_size_rewrite_whose_mtime_was_kept(replicas, tmp_path):
@@ -750,7 +750,7 @@ def test_the_next_start_sees_a_same_size_rewrite_whose_mtime_was_kept(replicas, 
     arrive(source, target, sidecar)
     keep_mtime(target / sidecar, hour_ago)
     with Watcher(index, reconcile_every=None):  # start() reconciles before it returns
-        assert index.get(gid)["text"] == "while nobody watched B"
+        assert indexed(index, gid)["text"] == "while nobody watched B"
 
 
 def test_a_change_no_event_reports_is_found_by_the_periodic_reconcile(replicas, tmp_path):
@@ -770,7 +770,7 @@ def test_a_change_no_event_reports_is_found_by_the_periodic_reconcile(replicas, 
 
     with Watcher(index, debounce=0.02, reconcile_every=0.5) as watcher:
         eventually(lambda: index.list()["total"] == 1, "the start's reconcile", watcher)
-        assert index.get(gid)["audio_present"] is True
+        assert indexed(index, gid)["audio_present"] is True
         pm.hook.tts_history_favorite_set(generation_id=gid, is_favorited=True)
         reconciles = watcher.reconciles
         for relative, data in (
@@ -781,7 +781,7 @@ def test_a_change_no_event_reports_is_found_by_the_periodic_reconcile(replicas, 
                 f.truncate(0)
                 f.write(data)
         eventually(
-            lambda: index.get(gid)["is_favorited"] and index.get(gid)["audio_present"] is False,
+            lambda: indexed(index, gid)["is_favorited"] and indexed(index, gid)["audio_present"] is False,
             "the periodic reconcile",
             watcher,
         )
@@ -834,7 +834,7 @@ def test_a_folder_moved_away_and_back_is_followed(replicas, tmp_path):
         elsewhere = day.with_name("31" if day.name != "31" else "30")
         os.rename(day, elsewhere)  # (its sidecars still name their audio at the old place)
         eventually(
-            lambda: {Path(index.get(g.id)["sidecar_path"]).parent for g in generations} == {elsewhere},
+            lambda: {(target / indexed(index, g.id)["sidecar_path"]).parent for g in generations} == {elsewhere},
             "the folder renamed",
             watcher,
         )
