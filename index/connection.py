@@ -201,6 +201,7 @@ class Database:
         self._longest = 0.0  # seconds of the longest use within the current hold
         self._rest_until = 0.0
         self._closer: threading.Timer | None = None
+        self._last_use = 0.0  # when the last user gave the connection back
         # cursors of the open connection that no user holds: making one and pointing it at the
         # file costs 0.4 ms a query
         self._idle_cursors: list[duckdb.DuckDBPyConnection] = []
@@ -219,9 +220,6 @@ class Database:
     def _checkout(self) -> tuple[duckdb.DuckDBPyConnection, str]:
         """A cursor of the open connection, for one user, and the alias of the attach it
         belongs to (the caller holds ``_cond``)."""
-        if self._closer is not None:
-            self._closer.cancel()
-            self._closer = None
         if self._idle_cursors:
             cursor = self._idle_cursors.pop()
         else:
@@ -302,7 +300,7 @@ class Database:
         """Close when nobody uses the connection, after LINGER seconds in case another query
         follows at once (attaching costs 1-5 ms), and at the end of a hold (see the module's
         notes) if another process is waiting for the file, so that it gets its turn."""
-        if self._users or self._pins or self._con is None or self._closer is not None:
+        if self._users or self._pins or self._con is None:
             return
         if not self._read_only:  # writes come in batches: let readers of other processes in
             self._close()
@@ -316,17 +314,28 @@ class Database:
             # look again after another hold, as long as the uses within it ask for
             self._hold_started = time.monotonic()
             self._longest = 0.0
+        self._last_use = time.monotonic()
+        if self._closer is None:  # one timer, moved on when it fires: starting a thread for
+            self._arm(LINGER)  # every query cost each 0.2-0.3 ms
+
+    def _arm(self, delay: float) -> None:
         # Not a daemon: at exit the interpreter waits the moment it takes to close the file,
         # instead of killing the thread inside DuckDB (which aborts the process).
-        self._closer = threading.Timer(LINGER, self._close_lingering)
+        self._closer = threading.Timer(delay, self._close_lingering)
         self._closer.start()
 
     def _close_lingering(self) -> None:
         with self._cond:
-            if self._closer is threading.current_thread():
-                self._closer = None
-                if not self._users and not self._pins:
-                    self._close()
+            if self._closer is not threading.current_thread():
+                return  # cancelled meanwhile
+            self._closer = None
+            if self._users or self._pins:
+                return  # the last user's release arms it again
+            idle_for = time.monotonic() - self._last_use
+            if idle_for < LINGER:  # used since the timer was armed
+                self._arm(LINGER - idle_for)
+            else:
+                self._close()
 
     def _close(self) -> None:
         if self._closer is not None:

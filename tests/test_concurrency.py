@@ -27,7 +27,7 @@ import pytest
 from helpers import cli, record, tone
 from tts_history import Audio, Version
 from tts_history.index import Filters, Index, IndexBusyError, IndexCorruptError
-from tts_history.index.connection import MAX_HOLD, Database, engine, is_damage, someone_waits
+from tts_history.index.connection import LINGER, MAX_HOLD, Database, engine, is_damage, someone_waits
 
 SAFETY = 60.0  # seconds: only ever a limit against hanging, never a speed requirement
 
@@ -314,6 +314,19 @@ def test_a_sync_waits_for_the_readers_of_its_own_process(library, pm):
     assert index.stats()["total_generations"] == 2
 
 
+def _assert_left_free(index: Index) -> None:
+    """The idle index is detached (no alias left behind) and another process may take it."""
+    deadline = time.monotonic() + SAFETY
+    while attached() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert attached() == []
+    done = subprocess.run(
+        [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(index.path)],
+        capture_output=True, text=True, timeout=SAFETY,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_an_idle_index_is_detached_and_its_file_left_free(library, pm):
     """The process attaches the index file to its one DuckDB instance per turn: once idle, the
     file is detached (no alias left behind, however many turns) and another process may take it
@@ -324,15 +337,25 @@ def test_an_idle_index_is_detached_and_its_file_left_free(library, pm):
     for _ in range(5):
         index.sync()
         index.stats()
-    deadline = time.monotonic() + SAFETY
-    while attached() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert attached() == []
-    done = subprocess.run(
-        [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(index.path)],
-        capture_output=True, text=True, timeout=SAFETY,
-    )
-    assert done.returncode == 0, done.stderr
+    _assert_left_free(index)
+
+
+def test_queries_in_a_row_share_one_closing_timer_and_the_file_is_left_free_after_the_last(library, pm):
+    """An idle read-only connection closes LINGER after its last use: queries in a row move that
+    moment on, instead of each starting a timer thread of its own."""
+    root = library_root(pm)
+    record(pm, text="first")
+    index = Index(root)
+    index.sync()
+    timers = set()  # the objects themselves: an id could be reused once one is gone
+    started = time.monotonic()
+    for _ in range(300):
+        index.stats()
+        timers.add(index.db._closer)
+    elapsed = time.monotonic() - started
+    assert None not in timers  # armed after every query
+    assert len(timers) <= 2 + 2 * elapsed / LINGER, (len(timers), elapsed)
+    _assert_left_free(index)
 
 
 WAITER = textwrap.dedent(
