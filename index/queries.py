@@ -284,7 +284,7 @@ def get_generation(
     try:
         record = schema.read_generation(library.absolute(sidecar_path), generation_id)
     except SidecarError as exc:
-        if exc.reason != "file not found":
+        if exc.reason != schema.MISSING:
             raise
         raise NotFoundError(
             f"generation {generation_id!r} not found: its sidecar {exc.path} was removed "
@@ -296,11 +296,13 @@ def get_generation(
     except LibraryError:
         pass
     versions = [_version(library, v) for v in record["versions"]]
-    active = [v["audio_present"] for v in versions if v["id"] == record["active_version_id"]]
     item.update({f: record.get(f) for f in _DETAIL_FIELDS})
     item.update(
         updated_at=iso(record["updated_at"]),
-        audio_present=active[0] if active else None,
+        # the active version's, as the index keeps it; none when no version is active
+        audio_present=next(
+            (v["audio_present"] for v in versions if v["id"] == record["active_version_id"]), None
+        ),
         sidecar_path=_absolute(library, sidecar_path),
         versions=versions,
     )
@@ -308,13 +310,15 @@ def get_generation(
 
 
 def _version(library: Library, version: dict[str, Any]) -> dict[str, Any]:
-    version = dict(version)
-    version["audio_present"] = library.audio_present(version["audio_path"], version["audio_bytes"])
-    version["audio_path"] = _absolute(library, version["audio_path"])
-    version["created_at"] = iso(version["created_at"])
+    shown = {f: version.get(f) for f in _VERSION_FIELDS}
     chain = version["effects_chain"]
-    version["effects_chain"] = None if chain is None else json.loads(chain)
-    return {f: version[f] for f in _VERSION_FIELDS}
+    shown.update(
+        audio_present=library.audio_present(version["audio_path"], version["audio_bytes"]),
+        audio_path=_absolute(library, version["audio_path"]),
+        created_at=iso(version["created_at"]),
+        effects_chain=None if chain is None else json.loads(chain),
+    )
+    return shown
 
 
 def stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:

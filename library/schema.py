@@ -26,6 +26,7 @@ SCHEMA_VERSION = 1
 RECORD_KEY = b"tts_history.record"
 
 STATUSES = ("generating", "completed", "failed")
+MISSING = "file not found"  # a SidecarError's reason when there is no file at the path
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -148,7 +149,7 @@ def read_row(path: Path | str, kind: str, expected_id: str | None = None) -> dic
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise SidecarError(path, "file not found") from None
+        raise SidecarError(path, MISSING) from None
     except OSError as exc:
         raise SidecarError(path, f"cannot be read ({exc})") from None
     try:
