@@ -29,10 +29,11 @@ from . import voicebox
 from .format import ArchiveError, Limits
 from .reader import Plan, check_audio, open_archive, open_audio, where_of
 
-# Generations read at a time: reading, hashing and writing overlap, and concurrent fsyncs
-# share the file system's journal commits. More readers only add contention for
-# the interpreter lock (a 2 GB archive on 2 cores: 4 readers 116-119 MB/s, 8 readers 97-106).
-_READERS = 4
+# Generations read at a time: one thread's reading and hashing overlaps another's encoding.
+# The fsyncs run on threads of their own (see ``import_records``), so two readers keep 2 cores
+# busy and more only contend for the interpreter lock (a 2 GB archive on 2 cores: 2 readers
+# 140-145 MB/s, 4 readers 130-135).
+_READERS = 2
 
 Add = Callable[[dict[str, Any], Mapping[str, PreparedAudio]], None]
 
@@ -141,7 +142,7 @@ def _take(library: Library, job: _Job, add: Add) -> None:
                         final = library.audio_path(
                             job.record["id"], job.record["created_at"], version["id"], ".wav"
                         )
-                        prepared = audio[version["id"]] = from_stream(stream, final, entry)
+                        prepared = audio[version["id"]] = from_stream(stream, final, entry, sync=False)
                         found = prepared.facts()
             except InvalidAudioError as exc:
                 raise ArchiveError(f"{where}: audio entry {entry!r} {exc.reason}") from None
@@ -253,7 +254,7 @@ def import_voicebox_dir(
                             fresh["id"], fresh["created_at"], version["id"], ".wav"
                         )
                         with open(source_file, "rb") as stream:
-                            audio[version["id"]] = from_stream(stream, final, source_file)
+                            audio[version["id"]] = from_stream(stream, final, source_file, sync=False)
                     add(fresh, audio)
                     importer.write_profiles()
             except (ValueError, OSError) as exc:  # this generation only: its audio is broken

@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,31 +44,88 @@ def stale_temp_files(root: Path, older_than_ns: int) -> Iterator[Path]:
                     continue
 
 
-def fsync_dir(folder: Path) -> None:
-    if os.name == "nt" or not FSYNC:  # Windows cannot open a folder; its renames are durable
-        return
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def write_temp(path: Path, write: Callable[[BinaryIO], None], tmp: Path | None = None) -> Path:
-    """Write a durable temp file beside ``path`` (named ``tmp``, else a new :func:`temp_path`)
-    and return its name; remove it on failure."""
+def fsync_dir(folder: Path) -> None:
+    if os.name == "nt" or not FSYNC:  # Windows cannot open a folder; its renames are durable
+        return
+    _fsync(folder, os.O_RDONLY)
+
+
+def fsync_file(path: Path) -> None:
+    """Make a file written with ``write_temp(..., sync=False)`` durable."""
+    if FSYNC:
+        _fsync(path, os.O_RDWR)  # Windows flushes only a handle open for writing
+
+
+def write_temp(
+    path: Path, write: Callable[[BinaryIO], None], tmp: Path | None = None, *, sync: bool = True
+) -> Path:
+    """Write a temp file beside ``path`` (named ``tmp``, else a new :func:`temp_path`) and
+    return its name; remove it on failure. Durable on return, unless ``sync=False`` leaves
+    that to a later :func:`fsync_file` (a :class:`Syncer`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp or temp_path(path)
     try:
         with open(tmp, "xb") as f:
             write(f)
             f.flush()
-            if FSYNC:
+            if FSYNC and sync:
                 os.fsync(f.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def _fsync_files(paths: list[Path]) -> None:
+    for path in paths:
+        fsync_file(path)
+
+
+class Syncer:
+    """fsyncs of files written with ``sync=False``, made by a few threads of their own: a writer
+    need not wait for the disk, and concurrent fsyncs share the journal's commits. At most
+    ``window`` batches are pending; :meth:`submit` then waits for the oldest, so writers never
+    run far ahead of the disk. Use it as a context manager: on exit no fsync is still running."""
+
+    def __init__(self, threads: int = 8, window: int = 256) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tts-history-fsync")
+        self._pending: deque[Future[None]] = deque()
+        self._lock = threading.Lock()
+        self._window = window
+
+    def submit(self, paths: list[Path]) -> None:
+        """fsync ``paths`` in the background; raises what an earlier batch's fsync raised."""
+        if not FSYNC:
+            return
+        future = self._pool.submit(_fsync_files, paths)
+        with self._lock:
+            self._pending.append(future)
+            oldest = self._pending.popleft() if len(self._pending) > self._window else None
+        if oldest is not None:
+            oldest.result()
+
+    def wait(self) -> None:
+        """Wait until every file submitted is durable; raises the first fsync's error."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                future = self._pending.popleft()
+            future.result()
+
+    def __enter__(self) -> Syncer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def commit_temp(tmp: Path, path: Path, *, replace: bool = True, sync_folder: bool = True) -> None:

@@ -54,7 +54,7 @@ class _Decoded:
 
 @dataclass(frozen=True)
 class PreparedAudio:
-    tmp: Path  # hidden temp file beside its final place, durable once written
+    tmp: Path  # hidden temp file beside its final place, durable (unless from_stream was told not)
     suffix: str
     duration: float
     sample_rate: int
@@ -112,11 +112,12 @@ def _copy(stream: BinaryIO, out: BinaryIO) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def from_stream(stream: BinaryIO, final: Path, name: str) -> PreparedAudio:
+def from_stream(stream: BinaryIO, final: Path, name: str, *, sync: bool = True) -> PreparedAudio:
     """Copy audio from an open binary stream (a file, an archive entry) as it is, byte for byte;
-    ``name`` names the source in errors."""
+    ``name`` names the source in errors. ``sync=False`` leaves the temp file's fsync to the
+    caller (an import makes many durable at once)."""
     copied: list[tuple[int, str]] = []
-    tmp = write_temp(final, lambda out: copied.append(_copy(stream, out)))
+    tmp = write_temp(final, lambda out: copied.append(_copy(stream, out)), sync=sync)
     try:
         # decoded from our own copy: what is checked is exactly what is stored
         decoded = _decode(str(tmp), name)

@@ -17,7 +17,7 @@ from ..hooks import hookimpl
 from ..hooks.manager import call_each
 from ..hooks.types import Audio, Generation, InvalidValueError, Profile, Version
 from ..library import check_id, open_library, schema, sidecar_identity
-from ..library.atomic import commit_temp, fsync_dir, temp_path
+from ..library.atomic import Syncer, commit_temp, fsync_dir
 from ..library.locations import library_path
 from . import audio as audio_io
 from .merge import merge, winner_order
@@ -227,15 +227,18 @@ class HistoryPlugin:
         """Write complete records that came from elsewhere (an archive, another app): all of
         them, or on any error none. Yields ``add(record, audio)``, which several threads may call:
         ``record`` under its own ``id``, new to this library (the importer's are fresh UUIDs),
-        ``audio`` its versions' by version id, checked and in durable temp files (see
-        :func:`.audio.from_stream`). ``add`` writes the sidecar durably under a temp name. When
-        the block ends, the audio and then the sidecars are moved into place under the lock,
-        one fsync per folder; if anything fails, every file written is removed again."""
+        ``audio`` its versions' by version id, checked and in temp files (see
+        :func:`.audio.from_stream`; ``sync=False`` is best). ``add`` writes the sidecar under a
+        temp name, and hands it and the audio to threads that fsync them while the caller
+        reads on. When the block ends and every one of them is durable, the audio and then the
+        sidecars are moved into place under the lock, one fsync per folder; if anything fails,
+        every file written is removed again."""
         # for the move only the paths are kept, as text, and the records only for the plugins
         # that are told of them: an import can be large
         recorded = None if self.hook is None else self.hook.tts_history_generation_recorded
         hooked = recorded is not None and bool(recorded.get_hookimpls())
         staged: list[tuple[str, str, list[tuple[str, str]], dict[str, Any] | None]] = []
+        syncer = Syncer()
 
         def add(record: dict[str, Any], audio: Mapping[str, audio_io.PreparedAudio]) -> None:
             try:
@@ -254,19 +257,20 @@ class HistoryPlugin:
                     _activate(record, record["active_version_id"] or record["versions"][0]["id"])
                 else:
                     record.update({name: None for name in _AUDIO_FIELDS})
-                final = self.library.sidecar_path(record["id"], record["created_at"])
-                tmp = temp_path(final)
-                schema.write_generation(tmp, record)
+                tmp, final = self.store.stage(record, sync=False)
             except BaseException:
                 for prepared in audio.values():
                     prepared.tmp.unlink(missing_ok=True)
                 raise
             staged.append((str(tmp), str(final), moves, record if hooked else None))
+            syncer.submit([tmp, *(prepared.tmp for prepared in audio.values())])
 
         moved: list[Path] = []  # sidecars moved into place
         files: list[Path] = []  # and the audio files they name
         try:
-            yield add
+            with syncer:  # on leaving, no fsync is still under way on a file removed below
+                yield add
+                syncer.wait()
             with self.store.transaction():
                 try:
                     for tmp, final, moves, _ in staged:

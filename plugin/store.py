@@ -71,9 +71,7 @@ class Store:
         """Write ``record``'s sidecar durably. ``before_commit`` runs once the sidecar is durable
         under its temp name, before it is moved into place (to move the audio it names in
         first): only the renames need that order, so the two files' fsyncs can overlap."""
-        path = self.library.sidecar_path(record["id"], record["created_at"])
-        data = schema.encode_generation(record)
-        tmp = write_temp(path, lambda f: f.write(data))
+        tmp, path = self.stage(record)
         if before_commit is not None:
             try:
                 before_commit()
@@ -83,6 +81,13 @@ class Store:
         commit_temp(tmp, path)
         self._paths[record["id"]] = path
         return path
+
+    def stage(self, record: dict[str, Any], *, sync: bool = True) -> tuple[Path, Path]:
+        """Write ``record``'s sidecar under a temp name beside its place, durably unless
+        ``sync=False`` (see ``library.atomic.write_temp``): returns the temp name and the place."""
+        path = self.library.sidecar_path(record["id"], record["created_at"])
+        data = schema.encode_generation(record)
+        return write_temp(path, lambda f: f.write(data), sync=sync), path
 
     def remove_unreferenced(self, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
         """Remove audio that ``before`` named and ``after`` no longer does (after it is written)."""

@@ -22,6 +22,7 @@ What is proven here:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -1133,6 +1134,61 @@ def test_a_failure_while_moving_into_place_takes_back_what_was_moved(archive, tm
     assert len(moves) == 3
     assert snapshot(target.library.root) == before
     assert target.list(limit=100)["total"] == 0
+
+
+def test_every_file_is_durable_before_it_is_moved_into_place(archive, tmp_path, monkeypatch):
+    """The fsyncs of an import run on threads of their own while it reads on: still, every
+    audio file and sidecar is fsynced under its temp name before the move that shows it."""
+    import tts_history.library.atomic as atomic
+    import tts_history.plugin.history as plugin_history
+
+    synced: set[Path] = set()
+    fsync_file, commit_temp = atomic.fsync_file, plugin_history.commit_temp
+
+    def recorded_fsync(path):
+        fsync_file(path)
+        synced.add(Path(path))
+
+    moved, unsynced = [], []
+
+    def checked_commit(tmp, path, **kwargs):
+        moved.append(tmp)
+        if Path(tmp) not in synced:
+            unsynced.append(tmp)
+        return commit_temp(tmp, path, **kwargs)
+
+    monkeypatch.setattr(atomic, "fsync_file", recorded_fsync)
+    monkeypatch.setattr(plugin_history, "commit_temp", checked_commit)
+    report = make_history(tmp_path / "target").import_archives([archive])
+    assert report.imported
+    assert len(moved) > len(report.imported)  # the audio and the sidecars
+    assert unsynced == []
+
+
+def test_a_failed_fsync_takes_back_every_generation_of_the_call(archive, tmp_path, monkeypatch):
+    """The disk reports a write-back error on the fifth file's fsync, found while the import
+    reads on: the import raises it, and leaves nothing behind."""
+    import tts_history.library.atomic as atomic
+
+    fsync_file = atomic.fsync_file
+    calls = []
+
+    def failing_fsync(path):
+        calls.append(path)
+        if len(calls) == 5:
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        fsync_file(path)
+
+    monkeypatch.setattr(atomic, "fsync_file", failing_fsync)
+    target = make_history(tmp_path / "target")
+    before = snapshot(target.library.root)
+    with pytest.raises(OSError, match="Input/output error"):
+        target.import_archives([archive])
+    assert len(calls) >= 5
+    assert snapshot(target.library.root) == before
+    monkeypatch.undo()
+    assert target.list(limit=100)["total"] == 0
+    assert target.import_archives([archive]).imported
 
 
 def test_import_cli_refusals_are_one_line_errors(archive, tmp_path):

@@ -34,6 +34,7 @@ from helpers import RATE, make_generation, record, tone
 from tts_history import Audio, Version
 from tts_history.index import Index
 from tts_history.library import schema
+from tts_history.library.atomic import Syncer, write_temp
 from tts_history.plugin import InvalidAudioError
 from tts_history.plugin import audio as audio_io
 
@@ -448,3 +449,18 @@ def test_a_disk_full_while_audio_is_written_raises_and_leaves_nothing_behind(
     pm.hook.tts_history_generation_completed(generation=kept, audio=Audio.from_samples(tone(), RATE))
     report = Index(root).sync()
     assert report.errors == [] and report.added == 1
+
+
+def test_a_syncer_makes_files_durable_and_raises_what_an_fsync_raised(tmp_path):
+    files = [write_temp(tmp_path / f"f{i}.wav", lambda f: f.write(b"x" * 4096), sync=False) for i in range(3)]
+    with Syncer() as syncer:
+        syncer.submit(files)
+        syncer.wait()
+        syncer.submit([tmp_path / "gone.wav"])
+        with pytest.raises(FileNotFoundError, match="gone.wav"):
+            syncer.wait()
+    # with its window full, the next submit waits for the oldest batch, and raises its error
+    with Syncer(window=1) as syncer:
+        syncer.submit([tmp_path / "gone.wav"])
+        with pytest.raises(FileNotFoundError, match="gone.wav"):
+            syncer.submit(files)
