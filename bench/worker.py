@@ -10,6 +10,8 @@ process until the generation is visible, and answers ``<id> <seconds>`` (or ``<i
 
 ``export LIBRARY OUT IDS_FILE`` and ``import LIBRARY ARCHIVE``: one archive export or import
 through ``History``; print JSON with the time and the peak RSS.
+
+Each sets up its process as the ``tts-history`` command does (its Arrow allocator).
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ def probe(library: str, poll: float = 0.005, timeout: float = 20.0) -> None:
 
 
 def main() -> None:
+    from tts_history.cli import use_system_allocator
+
+    use_system_allocator()  # each command stands for the CLI's, which does the same
     command, *args = sys.argv[1:]
     {"rebuild": rebuild, "probe": probe, "export": export, "import": import_}[command](*args)
 

@@ -7,9 +7,11 @@ index busy too long), 2 the command line itself is wrong.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import click
+import pyarrow as pa
 
 from ..archive import ArchiveError
 from ..hooks.types import InvalidValueError
@@ -29,6 +31,15 @@ _EXPECTED = (
     IndexBusyError,
     LookupError,
 )
+
+
+def use_system_allocator() -> None:
+    """Give Arrow's memory to the C library's allocator in our own processes, unless the
+    environment chose one (``ARROW_DEFAULT_MEMORY_POOL``). Arrow's default, mimalloc, keeps
+    what each thread freed: importing a 2 GB archive peaked 69 MB above a 0.2 GB one with it,
+    47 MB with this, at the same speed. A host application's allocator is its own choice."""
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 class Context:
@@ -89,6 +100,7 @@ class _Group(click.Group):
 def main(ctx: click.Context, library: Path | None, index: Path | None, no_sync: bool, verbose: int):
     """Generation history for text-to-speech apps: a library folder of WAVs and Parquet
     sidecars, indexed by DuckDB."""
+    use_system_allocator()
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",

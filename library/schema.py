@@ -98,6 +98,9 @@ PROFILE_SCHEMA = pa.schema(
 # version adds its step here and never edits an old one.
 _UPGRADES: dict[str, dict[int, Callable[[pa.Table], pa.Table]]] = {"generation": {}, "profile": {}}
 _SCHEMAS = {"generation": GENERATION_SCHEMA, "profile": PROFILE_SCHEMA}
+# a sidecar's row as one struct, converted from a dict in one call
+_GENERATION_ROW = pa.struct(list(GENERATION_SCHEMA))
+_PROFILE_ROW = pa.struct(list(PROFILE_SCHEMA))
 
 
 def now() -> datetime:
@@ -110,9 +113,11 @@ def _json_default(value: Any) -> str:
     raise TypeError(f"{value!r} cannot go into a sidecar record")
 
 
-def _encode(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Buffer:
-    table = pa.Table.from_pylist(rows, schema=schema)
-    record = json.dumps(rows[0], default=_json_default, ensure_ascii=False, separators=(",", ":"))
+def _encode(row: dict[str, Any], row_type: pa.StructType) -> pa.Buffer:
+    # one conversion of the whole row: half the time of Table.from_pylist's, column by column
+    batch = pa.RecordBatch.from_struct_array(pa.array([row], row_type))
+    table = pa.Table.from_batches([batch])
+    record = json.dumps(row, default=_json_default, ensure_ascii=False, separators=(",", ":"))
     table = table.replace_schema_metadata({RECORD_KEY: record.encode()})
 
     # One row: statistics and dictionaries only cost time and bytes; snappy is as small as
@@ -125,7 +130,7 @@ def _encode(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Buffer:
 
 def encode_generation(record: dict[str, Any]) -> pa.Buffer:
     """The bytes of ``record``'s sidecar."""
-    return _encode([{**record, "schema_version": SCHEMA_VERSION}], GENERATION_SCHEMA)
+    return _encode({**record, "schema_version": SCHEMA_VERSION}, _GENERATION_ROW)
 
 
 def write_generation(path: Path, record: dict[str, Any]) -> None:
@@ -133,7 +138,7 @@ def write_generation(path: Path, record: dict[str, Any]) -> None:
 
 
 def write_profile(path: Path, record: dict[str, Any]) -> None:
-    atomic_write_bytes(path, _encode([{**record, "schema_version": SCHEMA_VERSION}], PROFILE_SCHEMA))
+    atomic_write_bytes(path, _encode({**record, "schema_version": SCHEMA_VERSION}, _PROFILE_ROW))
 
 
 def read_row(path: Path | str, kind: str, expected_id: str | None = None) -> dict[str, Any]:

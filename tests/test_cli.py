@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,3 +178,16 @@ def test_cleanup_orphans_removes_only_old_leftovers(lib):
     assert not orphan.exists() and not temp.exists() and fresh.exists()
     assert Path(spoken["audio_path"]).exists()
     assert js(*lib, "show", spoken["id"])["audio_present"] is True
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [(None, "system"), ("jemalloc", "jemalloc")])
+def test_the_command_uses_the_system_allocator_unless_told_otherwise(chosen, expected):
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if chosen:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = chosen
+    code = (
+        "import pyarrow as pa; from tts_history.cli import use_system_allocator; "
+        "use_system_allocator(); print(pa.default_memory_pool().backend_name)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
