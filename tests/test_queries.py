@@ -19,6 +19,8 @@ from tts_history import Audio, Generation, History, Profile, Version, get_plugin
 from tts_history.index import NotFoundError, QueryError, tables
 from tts_history.library import SidecarError, schema
 
+queries = importlib.import_module("tts_history.index.queries")  # the module, not the package's names
+
 # the seed's GenerationResponse (its "Response Schema"), in its order
 SEED_ITEM_KEYS = [
     "id",
@@ -327,6 +329,43 @@ def test_a_page_that_reaches_past_the_last_match_holds_the_oldest_ones(history, 
             page = history.list(limit=limit, offset=offset, **filters)
             assert [i["id"] for i in page["items"]] == every[offset : offset + limit], (limit, offset)
             assert page["total"] == len(every)
+
+
+def _offset_pages(history: History, count: int, **filters) -> list[list[str]]:
+    return [
+        [i["id"] for i in history.list(limit=limit, offset=offset, **filters)["items"]]
+        for limit in (1, 3)
+        for offset in range(count + 2)
+    ]
+
+
+@pytest.mark.parametrize("filters", [{"profile_id": "alice"}, {"language": "en"}, {"status": "failed"}, {}])
+def test_deep_offset_pages_found_by_counting_are_the_pages_of_the_full_sort(history, filters, monkeypatch):
+    # every offset takes the path of deep pages, whose range is narrowed to a row of the page
+    every = listed(history, **filters)
+    expected = _offset_pages(history, len(every), **filters)
+    monkeypatch.setattr(queries, "_DEEP", 0)
+    monkeypatch.setattr(queries, "_SLACK", 1)
+    assert _offset_pages(history, len(every), **filters) == expected
+    assert history.list(limit=2, offset=len(every), **filters) == {"items": [], "total": len(every), "next_cursor": None}
+
+
+def test_deep_offset_pages_with_created_at_tied_across_them(pm, library, monkeypatch):
+    # generations made at the same instant are ordered by id; no count can split them
+    hook = pm.hook
+    hook.tts_history_profile_saved(profile=Profile(id="p", name="P"))
+    for n in range(30):
+        hook.tts_history_generation_failed(
+            generation=Generation(id=f"t{n:02d}", profile_id="p", text="x", created_at=created(n // 10)),
+            error="boom",
+        )
+    history = History(library, plugin_manager=pm)
+    expected = _offset_pages(history, 30)
+    assert expected[0] == ["t09"] and expected[9] == ["t00"] and expected[10] == ["t19"]
+    monkeypatch.setattr(queries, "_DEEP", 0)
+    monkeypatch.setattr(queries, "_SLACK", 1)
+    assert _offset_pages(history, 30) == expected
+
 
 # -- invalid input -----------------------------------------------------------------------------
 
