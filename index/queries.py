@@ -219,7 +219,7 @@ def list_generations(
     # page's keys on two columns and where it fetches the page's rows.
     reach = offset + limit + 1
     total = None
-    window = None
+    upper, skip = None, offset  # the page's range: open towards the newest, its first `offset` rows skipped
     if search_terms(filters.search or ""):
         # A search reads every text: one scan finds both the count and the bound.
         total, newest = con.execute(
@@ -234,7 +234,7 @@ def list_generations(
         window = _deep_window(con, page_filter, page_filter_params, offset, reach) if offset >= _DEEP else None
         if window is not None:
             found, upper, skip, total = window
-            nothing = skip is None
+            nothing = offset >= total
             total_sql, total_params = "?", [total]
         else:
             # Sorted on created_at alone, the top-N skips row groups by their created_at range.
@@ -245,8 +245,6 @@ def list_generations(
             ).fetchall()
             found, nothing = (last[0][0] if last else None), False
             total_sql, total_params = f"SELECT count(*) FROM generation_rows g WHERE {where}", params
-    if window is None:
-        upper, skip = None, offset
     # constants, so that the scan itself skips row groups
     bound = "g.created_at BETWEEN coalesce(?, '-infinity'::TIMESTAMPTZ) AND coalesce(?, 'infinity'::TIMESTAMPTZ)"
     bound_params = [found, upper]
@@ -274,7 +272,7 @@ def list_generations(
 
 
 # From this offset on, a page is found inside a created_at range narrowed by counting, instead
-# of by a top-N that keeps every row before it: at 1M rows, offset 500,000, ~10 ms, not 60.
+# of by a top-N that keeps every row before it: at 1M rows, offset 500,000, 5 ms, not 60.
 _DEEP = 1_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NARROWING = 8  # counts tried before the range, if still wide, is used as it is
@@ -283,10 +281,10 @@ _SLACK = 200  # rows the range may reach past the page at either end (more in a 
 
 def _deep_window(
     con: duckdb.DuckDBPyConnection, page_filter: str, params: list[Any], offset: int, reach: int
-) -> tuple[Any, Any, int | None, int] | None:
+) -> tuple[datetime | None, datetime | None, int, int] | None:
     """For a page of rows ``offset`` to ``reach - 1`` (newest first): a created_at range that
     holds it, how many newer rows come before that range, and the count of every match
-    (``skip`` None: the page is past the end). None where no range was found (created_at
+    (past the end: no range, nothing to skip). None where no range was found (created_at
     values tied across the page): the caller then finds the page the slow way.
 
     A count of the rows newer than a time costs one scan of created_at. Times are guessed by
@@ -298,7 +296,7 @@ def _deep_window(
         params,
     ).fetchone()
     if offset >= total:
-        return None, None, None, total
+        return None, None, offset, total
     slack = max(_SLACK, total // 2000)
     # (time in µs, rows at or newer than it), from newest to oldest
     known = [(newest + 1, 0), (oldest, total)]
@@ -306,7 +304,11 @@ def _deep_window(
     def time_at(position: int) -> int | None:
         if position <= 0 or position >= total:
             return None  # the range is open at that end
-        (t1, n1), (t2, n2) = next((a, b) for a, b in zip(known, known[1:]) if a[1] <= position <= b[1])
+        # rows added between two counts can leave no pair around the position: leave it open
+        pair = next(((a, b) for a, b in zip(known, known[1:]) if a[1] <= position <= b[1]), None)
+        if pair is None:
+            return None
+        (t1, n1), (t2, n2) = pair
         return t1 if n2 == n1 else t1 - (t1 - t2) * (position - n1) // (n2 - n1)
 
     def as_time(us: int | None) -> datetime | None:
