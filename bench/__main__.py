@@ -141,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             "warm-up calls each are not counted. The disk's pending writes of earlier phases are "
             "flushed first (`os.sync`), as an fsync waits on them too.",
             "Cold build: a separate process deletes the index and builds it from the sidecars "
-            "(`Index.rebuild`); the file system's page cache is warm.",
+            "(`Index.rebuild`). Its note says how much the machine read from disk meanwhile: "
+            "the sidecars of a library larger than the page cache come from the disk, and the "
+            "figure is then the disk's as much as the code's.",
             "Queries: tts-history through `Index` (what `History` with auto-sync off, e.g. under a "
             "watcher, runs), back to back with the product's own connection handling, and again "
             "inside one `Index.reading()` that holds the connection open; the baseline through "

@@ -320,6 +320,28 @@ def test_search_combines_with_paging(history):
 
 
 
+
+@pytest.mark.parametrize("limit", [1, 2, 100])
+def test_a_search_shows_a_generation_with_a_conflict_copy_once(own_history, pm, limit):
+    # Pages that stop short of the last match (limits 1 and 2, paged by cursor) and one that
+    # reaches past it (100): the shadowed copy of an id comes with none of them.
+    history = own_history
+    sidecar = Path(history.get("g18")["sidecar_path"])
+    copy = sidecar.with_name(f"{sidecar.stem}.sync-conflict-20260101-000000-ABCDEFG.parquet")
+    copy.write_bytes(sidecar.read_bytes())
+    pm.hook.tts_history_favorite_set(generation_id="g18", is_favorited=True)  # the original wins
+    assert history.list(limit=100, search="hello world")["total"] == 2
+    items, cursor = [], None
+    while True:
+        page = history.list(limit=limit, search="hello", cursor=cursor)
+        assert page["total"] == 3
+        items += page["items"]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert [i["id"] for i in items] == ["g18", "g19", "g20"]
+    assert items[0]["is_favorited"] is True
+    assert [i["id"] for i in history.list(limit=100, search="hello", profile_id="alice")["items"]] == ["g18", "g20"]
+
 @pytest.mark.parametrize("filters", [{"search": "hello"}, {"profile_id": "alice"}, {"language": "en"}, {}])
 def test_a_page_that_reaches_past_the_last_match_holds_the_oldest_ones(history, filters):
     # the page is bounded by the oldest match when fewer matches than it reaches are left
