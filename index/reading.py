@@ -6,6 +6,7 @@ keeps threads from sharing that work. A rebuild of a large library therefore han
 batch to a helper process: a plain ``python -c`` running :func:`serve`, not multiprocessing,
 which would run a host application's main module again in the child. If the
 helper cannot start or dies, its share is read here: it only ever makes a sync faster.
+A batch whose files are not in the page cache is asked of the kernel ahead of its reading.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -55,21 +57,27 @@ def _read_one(root: str, path: str, kind: str) -> dict[str, Any] | SidecarError:
     return row
 
 
-def _cached(root: str, paths: list[str]) -> bool:
-    """Whether the first bytes of each of these files are in the page cache."""
+def _opened(root: str, paths: list[str]) -> Iterator[int]:
+    """A descriptor of each of these files that opens, closed after its turn (one that does not
+    open is left to the reading, which reports it)."""
     for path in paths:
         try:
             fd = os.open(f"{root}/{path}", os.O_RDONLY)
         except OSError:
             continue
         try:
-            os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:  # no RWF_NOWAIT here: assume not
-            return False
+            yield fd
         finally:
             os.close(fd)
+
+
+def _cached(root: str, paths: list[str]) -> bool:
+    """Whether the first bytes of each of these files are in the page cache."""
+    for fd in _opened(root, paths):
+        try:
+            os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+        except OSError:  # not in the cache (or no RWF_NOWAIT here: taken as not)
+            return False
     return True
 
 
@@ -79,23 +87,18 @@ def _will_need(root: str, paths: list[str]) -> None:
     another as they are parsed (a cold build of 1M: 301 s, not 932; of 100k: 14-16 s, not 19-21)."""
     if _cached(root, paths[:: max(1, len(paths) // SAMPLE)]):
         return
-    for path in paths:
-        try:
-            fd = os.open(f"{root}/{path}", os.O_RDONLY)
-        except OSError:  # reported by the reading itself
-            continue
+    for fd in _opened(root, paths):
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        except OSError:
+        except OSError:  # only advice
             pass
-        finally:
-            os.close(fd)
 
 
 def load(root: str, paths: list[str], kinds: list[str]) -> Loaded:
     """Read sidecars (relative ``paths`` of ``kinds``) one by one into one table per kind, with
     their paths; errors as (path, reason), so one bad file never fails the rest."""
-    threading.Thread(target=_will_need, args=(root, paths), daemon=True).start()
+    if len(paths) > SAMPLE:  # a watcher's few files are read as soon as they could be asked for
+        threading.Thread(target=_will_need, args=(root, paths), daemon=True).start()
     rows: dict[str, list[dict[str, Any]]] = {"generation": [], "profile": []}
     errors: list[tuple[str, str]] = []
     for path, kind in zip(paths, kinds):

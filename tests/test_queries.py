@@ -319,8 +319,6 @@ def test_search_combines_with_paging(history):
     assert third["next_cursor"] is None
 
 
-
-
 @pytest.mark.parametrize("limit", [1, 2, 100])
 def test_a_search_shows_a_generation_with_a_conflict_copy_once(own_history, pm, limit):
     # Pages that stop short of the last match (limits 1 and 2, paged by cursor) and one that
@@ -341,6 +339,7 @@ def test_a_search_shows_a_generation_with_a_conflict_copy_once(own_history, pm, 
     assert [i["id"] for i in items] == ["g18", "g19", "g20"]
     assert items[0]["is_favorited"] is True
     assert [i["id"] for i in history.list(limit=100, search="hello", profile_id="alice")["items"]] == ["g18", "g20"]
+
 
 @pytest.mark.parametrize("filters", [{"search": "hello"}, {"profile_id": "alice"}, {"language": "en"}, {}])
 def test_a_page_that_reaches_past_the_last_match_holds_the_oldest_ones(history, filters):
