@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from ..library import SidecarError, schema, sidecar_identity
-from .text import normalize
+from .text import SIGNATURE_WORDS, normalize, signatures
 
 log = logging.getLogger("tts_history.index")
 
@@ -108,6 +108,11 @@ def load(root: str, paths: list[str], kinds: list[str]) -> Loaded:
         else:
             rows[kind].append(result)
     tables = {kind: pa.Table.from_pylist(found, schema=_BATCH_SCHEMAS[kind]) for kind, found in rows.items()}
+    generations = tables["generation"]
+    words = signatures(generations.column("search_text"))
+    for i in range(SIGNATURE_WORDS):
+        generations = generations.append_column(f"search_sig{i}", pa.array(words[:, i]))
+    tables["generation"] = generations
     return tables, errors
 
 

@@ -11,7 +11,7 @@ import secrets
 
 import duckdb
 
-INDEX_VERSION = "11"
+INDEX_VERSION = "12"
 
 # One row per sidecar file. Several sidecars can carry the same generation id: a sync tool's
 # conflict copy, or a copy left in another day folder. The newest updated_at wins (on a tie the
@@ -70,6 +70,11 @@ CREATE TABLE generation_rows (
     sidecar_bytes BIGINT NOT NULL,
     -- scanned whole by every search: uncompressed, since decompressing it costs more than the scan
     search_text VARCHAR NOT NULL USING COMPRESSION uncompressed,
+    -- its signature (text.py): a search runs `contains` only where it has the terms' bits
+    search_sig0 UBIGINT NOT NULL,
+    search_sig1 UBIGINT NOT NULL,
+    search_sig2 UBIGINT NOT NULL,
+    search_sig3 UBIGINT NOT NULL,
     audio_present BOOLEAN
 );
 CREATE TABLE version_rows (
@@ -115,7 +120,8 @@ CREATE TABLE tallies (
     favorites HUGEINT NOT NULL
 );
 CREATE VIEW generations AS
-    SELECT * EXCLUDE (shadowed, conflict_copy, search_text) FROM generation_rows WHERE NOT shadowed;
+    SELECT * EXCLUDE (shadowed, conflict_copy, search_text, search_sig0, search_sig1, search_sig2, search_sig3)
+    FROM generation_rows WHERE NOT shadowed;
 CREATE VIEW versions AS
     SELECT * EXCLUDE (shadowed, sidecar_path) FROM version_rows WHERE NOT shadowed;
 """

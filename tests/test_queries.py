@@ -12,11 +12,13 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from helpers import RATE, tone
 
 from tts_history import Audio, Generation, History, Profile, Version, get_plugin_manager, hookimpl
 from tts_history.index import NotFoundError, QueryError, tables
+from tts_history.index.text import signatures
 from tts_history.library import SidecarError, schema
 
 queries = importlib.import_module("tts_history.index.queries")  # the module, not the package's names
@@ -780,3 +782,22 @@ def test_profile_name_given_by_host_is_the_snapshot(pm, library):
     assert history.get("h2")["profile_name"] is None
     pm.hook.tts_history_profile_saved(profile=Profile(id="ghost", name="Renamed Ghost"))
     assert history.get("h1")["profile_name"] == "Renamed Ghost"
+
+
+def test_a_search_reads_only_the_texts_whose_signature_has_its_bits(own_history):
+    history = own_history
+    history.list(limit=1)  # synced
+    with history.index.db.read() as con:
+        stored = con.execute(
+            "SELECT search_text, search_sig0, search_sig1, search_sig2, search_sig3 FROM generation_rows "
+            "ORDER BY sidecar_path"
+        ).fetchall()
+    expected = signatures(pa.array([row[0] for row in stored]))
+    assert [list(row[1:]) for row in stored] == expected.tolist()
+    # With the signatures emptied, nothing has the bits of a term of two bytes or more: the
+    # search does not even look at the texts. (Through the index, which does not sync: a sync
+    # would read the files just written again, and their rows with them.)
+    with history.index.db.write() as con:
+        con.execute("UPDATE generation_rows SET search_sig0 = 0, search_sig1 = 0, search_sig2 = 0, search_sig3 = 0")
+    assert history.index.list(queries.Filters(search="hello"))["total"] == 0
+    assert history.index.list(queries.Filters(search="%"))["total"] == 1  # one byte: no bits, every text read

@@ -1,0 +1,63 @@
+"""Search text signatures: a text has every bit of each term it contains, so a search that
+skips the texts lacking a term's bits finds everything `contains` finds; and they are sparse
+enough to skip most texts that lack a word."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tts_history.index.text import SIGNATURE_WORDS, normalize, signatures, terms_signature
+
+
+def has_bits(signature: np.ndarray, words: list[int]) -> bool:
+    return all(int(have) & want == want for have, want in zip(signature, words))
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(st.text(), min_size=1, max_size=8), data=st.data())
+def test_a_text_has_every_bit_of_each_of_its_substrings(texts, data):
+    # Any text, empty ones and whitespace included, anywhere in a batch: a pair of bytes that
+    # spans two texts must not count for either
+    texts = [normalize(t) for t in texts]
+    i = data.draw(st.integers(0, len(texts) - 1))
+    start = data.draw(st.integers(0, len(texts[i])))
+    term = texts[i][start : data.draw(st.integers(start, len(texts[i])))]
+    found = signatures(pa.array(texts))
+    assert found.shape == (len(texts), SIGNATURE_WORDS)
+    assert has_bits(found[i], terms_signature([term]))
+    assert has_bits(found[i], terms_signature([term, texts[i]]))
+
+
+def test_signatures_of_a_slice_are_those_of_its_texts():
+    texts = ["", "harbor lanterns", "x", "", "今日はいい天気ですね", "a b"]
+    whole = pa.array(texts)
+    chunked = pa.chunked_array([whole.slice(0, 2), whole.slice(2)])
+    expected = np.array([terms_signature([t]) for t in texts], dtype=np.uint64)
+    assert (signatures(whole.slice(2)) == expected[2:]).all()
+    assert (signatures(chunked) == expected).all()
+    assert signatures(pa.array([], pa.string())).shape == (0, SIGNATURE_WORDS)
+
+
+def test_spaces_and_single_bytes_set_no_bits():
+    assert terms_signature(["", "a", " \t\n ", "a b c"]) == [0] * SIGNATURE_WORDS
+    assert sum(bin(w).count("1") for w in terms_signature(["ab"])) == 1
+
+
+def test_a_signature_tells_most_texts_without_a_word_apart():
+    rng = random.Random(7)
+    vocabulary = (
+        "the a of and to in is was he for it with as his on be at by had they this but from "
+        "harbor lantern morning river quiet voice story light evening window garden"
+    ).split()
+    texts = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(5, 40))) for _ in range(3000)]
+    found = signatures(pa.array(texts))
+    assert np.unpackbits(found.view(np.uint8)).mean() < 0.25  # bits set: most are not
+    for word, at_most in (("quetzalcoatl", 0), ("xylophone", 0), ("lanterns", 30), ("riverside", 30)):
+        passed = sum(has_bits(s, terms_signature([word])) for s in found)
+        assert passed <= at_most, (word, passed)
+    assert sum(has_bits(s, terms_signature(["lantern"])) for s in found) == sum("lantern" in t for t in texts)
