@@ -390,6 +390,34 @@ def test_deep_offset_pages_with_created_at_tied_across_them(pm, library, monkeyp
     assert _offset_pages(history, 30) == expected
 
 
+
+def test_search_pages_with_created_at_tied_across_them(pm, library, monkeypatch):
+    # Matches and other texts at the same instants: a search's page is fetched by the times of
+    # its rows (every match at those times is a candidate, the rest are not), or, for a page
+    # deeper than _DEEP rows, by their range alone; both give the pages of the full sort
+    hook = pm.hook
+    hook.tts_history_profile_saved(profile=Profile(id="p", name="P"))
+    for n in range(30):
+        text = "harbor lanterns" if n % 3 else "quiet river"
+        hook.tts_history_generation_failed(
+            generation=Generation(id=f"t{n:02d}", profile_id="p", text=text, created_at=created(n // 10)),
+            error="boom",
+        )
+    history = History(library, plugin_manager=pm)
+    every = [f"t{n:02d}" for d in range(3) for n in reversed(range(10 * d, 10 * d + 10)) if n % 3]
+    assert listed(history, search="lantern") == every
+    expected = [every[offset : offset + limit] for limit in (1, 3) for offset in range(len(every) + 2)]
+    assert _offset_pages(history, len(every), search="lantern") == expected
+    monkeypatch.setattr(queries, "_DEEP", 0)
+    assert _offset_pages(history, len(every), search="lantern") == expected
+    items, cursor = [], None
+    while True:
+        page = history.list(limit=4, search="harbor", cursor=cursor)
+        items += [i["id"] for i in page["items"]]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert items == every
+
 # -- invalid input -----------------------------------------------------------------------------
 
 
