@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from ..library import SidecarError, schema, sidecar_identity
-from .text import SIGNATURE_WORDS, normalize, signatures
+from .text import SIGNATURE_COLUMNS, normalize, signatures
 
 log = logging.getLogger("tts_history.index")
 
@@ -110,8 +110,8 @@ def load(root: str, paths: list[str], kinds: list[str]) -> Loaded:
     tables = {kind: pa.Table.from_pylist(found, schema=_BATCH_SCHEMAS[kind]) for kind, found in rows.items()}
     generations = tables["generation"]
     words = signatures(generations.column("search_text"))
-    for i in range(SIGNATURE_WORDS):
-        generations = generations.append_column(f"search_sig{i}", pa.array(words[:, i]))
+    for column, values in zip(SIGNATURE_COLUMNS, words.T):
+        generations = generations.append_column(column, pa.array(values))
     tables["generation"] = generations
     return tables, errors
 

@@ -11,13 +11,18 @@ import secrets
 
 import duckdb
 
+from .text import SIGNATURE_COLUMNS
+
 INDEX_VERSION = "13"
+
+_SIGNATURE_DDL = " ".join(f"{column} UBIGINT NOT NULL," for column in SIGNATURE_COLUMNS)
+_SIGNATURE_NAMES = ", ".join(SIGNATURE_COLUMNS)
 
 # One row per sidecar file. Several sidecars can carry the same generation id: a sync tool's
 # conflict copy, or a copy left in another day folder. The newest updated_at wins (on a tie the
 # original over a conflict copy, then the first path), the rest are 'shadowed': every machine
 # picks the same one, whatever order it read them in. `tts-history conflicts` lists them.
-_DDL = """
+_DDL = f"""
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE files (
     path VARCHAR NOT NULL,          -- sidecar path, relative to the library root
@@ -73,10 +78,7 @@ CREATE TABLE generation_rows (
     -- scanned whole by every search: uncompressed, since decompressing it costs more than the scan
     search_text VARCHAR NOT NULL USING COMPRESSION uncompressed,
     -- its signature (text.py): a search runs `contains` only where it has the terms' bits
-    search_sig0 UBIGINT NOT NULL,
-    search_sig1 UBIGINT NOT NULL,
-    search_sig2 UBIGINT NOT NULL,
-    search_sig3 UBIGINT NOT NULL,
+    {_SIGNATURE_DDL}
     audio_present BOOLEAN
 );
 CREATE TABLE version_rows (
@@ -122,7 +124,7 @@ CREATE TABLE tallies (
     favorites HUGEINT NOT NULL
 );
 CREATE VIEW generations AS
-    SELECT * EXCLUDE (shadowed, conflict_copy, search_text, search_sig0, search_sig1, search_sig2, search_sig3)
+    SELECT * EXCLUDE (shadowed, conflict_copy, search_text, {_SIGNATURE_NAMES})
     FROM generation_rows WHERE NOT shadowed;
 CREATE VIEW versions AS
     SELECT * EXCLUDE (shadowed, sidecar_path) FROM version_rows WHERE NOT shadowed;

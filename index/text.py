@@ -23,6 +23,7 @@ _ACCENTS = re.compile("[\u0300-\u036f\ufe00-\ufe0f]")
 # of the texts that lack a word 'the' leaves 3.6% to be read, 'harbor' 1.2%, 'quetzalcoatl'
 # none. Any change to these bits changes the index's layout (tables.INDEX_VERSION).
 SIGNATURE_WORDS = 4  # 64-bit words
+SIGNATURE_COLUMNS = tuple(f"search_sig{i}" for i in range(SIGNATURE_WORDS))  # generation_rows's
 # each byte pair's bit, by Fibonacci hashing of the pair
 _PAIR_BIT = (((np.arange(1 << 16, dtype=np.uint64) * 2654435761) & 0xFFFFFFFF) >> 24).astype(np.int64)
 
