@@ -13,10 +13,7 @@ with :func:`check_audio` before any generation is written.
 
 from __future__ import annotations
 
-import json
 import lzma
-import math
-import re
 import stat
 import threading
 import zipfile
@@ -27,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import voicebox
+from . import manifest, voicebox
 from .format import (
     MANIFEST,
     ArchiveError,
@@ -51,83 +48,6 @@ class Plan:
     kind: str  # "tts-history" | "voicebox"
     count: int
     records: Callable[[], Iterator[dict[str, Any]]]
-
-
-def _reject_nan(value: str) -> float:
-    raise ValueError(f"{value} is not valid JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999
-        raise ValueError(f"{text} is out of range")
-    return value
-
-
-_JSON = json.JSONDecoder(parse_constant=_reject_nan, parse_float=_finite)
-_SPACE = re.compile(r"[ \t\n\r]*")
-
-
-def _skip(text: str, pos: int) -> int:
-    return _SPACE.match(text, pos).end()
-
-
-def _list(text: str, pos: int) -> tuple[list[bytes], int]:
-    """The elements of the JSON list at ``pos``, each parsed (then let go) and kept as its own
-    UTF-8 text, and where the list ends."""
-    found: list[bytes] = []
-    pos = _skip(text, pos + 1)
-    if text.startswith("]", pos):
-        return found, pos + 1
-    while True:
-        _, end = _JSON.raw_decode(text, pos)
-        found.append(text[pos:end].encode())
-        pos = _skip(text, end)
-        if text.startswith("]", pos):
-            return found, pos + 1
-        if not text.startswith(",", pos):
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
-        pos = _skip(text, pos + 1)
-
-
-def _parse(text: str) -> tuple[Any, list[bytes] | None]:
-    """Parse a manifest as ``json.loads`` does, but for a top-level ``generations`` list: an
-    empty list stands in, and its elements are returned as texts, to be parsed again one at a
-    time (UTF-8 is about half the size of the parsed text, a fraction of the parsed objects)."""
-    pos = _skip(text, 0)
-    if not text.startswith("{", pos):
-        return _JSON.decode(text), None
-    manifest: dict[str, Any] = {}
-    generations = None
-    pos = _skip(text, pos + 1)
-    if text.startswith("}", pos):
-        pos += 1
-    else:
-        while True:
-            if not text.startswith('"', pos):
-                raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, pos)
-            key, pos = _JSON.raw_decode(text, pos)
-            pos = _skip(text, pos)
-            if not text.startswith(":", pos):
-                raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
-            pos = _skip(text, pos + 1)
-            if key == "generations" and text.startswith("[", pos):
-                manifest[key] = []
-                generations, pos = _list(text, pos)
-            else:
-                manifest[key], pos = _JSON.raw_decode(text, pos)
-                if key == "generations":
-                    generations = None
-            pos = _skip(text, pos)
-            if text.startswith("}", pos):
-                pos += 1
-                break
-            if not text.startswith(",", pos):
-                raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
-            pos = _skip(text, pos + 1)
-    if _skip(text, pos) != len(text):
-        raise json.JSONDecodeError("Extra data", text, pos)
-    return manifest, generations
 
 
 # what a damaged or unusual ZIP can raise while an entry is read
@@ -164,10 +84,30 @@ def _check_entries(zf: zipfile.ZipFile, name: str, limits: Limits) -> dict[str, 
     return entries
 
 
+# ZipFile counts the entries open on its file without a lock of its own (it reads them under
+# one): entries opened and closed from several threads take this one
+_OPENING = threading.Lock()
+
+
+@contextmanager
+def _entry(zf: zipfile.ZipFile, entry: str | zipfile.ZipInfo, what: str) -> Iterator[IO[bytes]]:
+    """An entry open for one pass, from any thread; ``what`` names it if it cannot be opened."""
+    try:
+        with _OPENING:
+            stream = zf.open(entry)
+    except _DAMAGE as exc:
+        raise ArchiveError(f"{what} cannot be read ({exc})") from None
+    try:
+        yield stream
+    finally:
+        with _OPENING:
+            stream.close()
+
+
 def _manifest(
     zf: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], name: str, limits: Limits
-) -> tuple[Any, list[bytes] | None]:
-    """The manifest, as :func:`_parse` gives it."""
+) -> tuple[Any, int | None, zipfile.ZipInfo]:
+    """The manifest and its count of generations, as :func:`.manifest.header` gives them."""
     info = entries.get(MANIFEST)
     if info is None:
         raise ArchiveError(f"{name}: has no {MANIFEST}")
@@ -175,33 +115,50 @@ def _manifest(
         raise ArchiveError(
             f"{name}: {MANIFEST} is {info.file_size} bytes, over the cap of {limits.max_manifest_bytes}"
         )
+    with _reading_manifest(name):
+        with _entry(zf, info, f"{name}: {MANIFEST}") as stream:
+            return (*manifest.header(manifest.Text(stream)), info)
+
+
+@contextmanager
+def _reading_manifest(name: str) -> Iterator[None]:
+    """What reading the manifest raises, as an :class:`ArchiveError` naming it."""
     try:
-        with zf.open(info) as f:
-            text = f.read(limits.max_manifest_bytes + 1).decode("utf-8")
-        return _parse(text)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        yield
+    except ArchiveError:
+        raise
+    except manifest.TwiceError as exc:
+        raise ArchiveError(f"{name}: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ArchiveError(f"{name}: {MANIFEST} is not valid JSON ({exc})") from None
     except _DAMAGE as exc:
         raise ArchiveError(f"{name}: {MANIFEST} cannot be read ({exc})") from None
 
 
 def _tts_history_plan(
-    path: Path, manifest: Any, generations: list[bytes] | None, entries: dict[str, zipfile.ZipInfo]
+    path: Path,
+    header: Any,
+    count: int,
+    zf: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    entries: dict[str, zipfile.ZipInfo],
 ) -> Plan:
-    """Check every generation of a tts-history manifest; the plan parses them again."""
+    """Check every generation of a tts-history manifest; the plan reads them again."""
     name = path.name
-    library_id = validate_manifest(manifest, name)
-    assert generations is not None  # validate_manifest found the list
+    library_id = validate_manifest(header, name)
+
+    def raw_generations() -> Iterator[Any]:
+        with _reading_manifest(name), _entry(zf, info, f"{name}: {MANIFEST}") as stream:
+            yield from manifest.generations(manifest.Text(stream))
 
     def records() -> Iterator[dict[str, Any]]:
-        for i, text in enumerate(generations):
-            raw = _JSON.decode(text.decode())
+        for i, raw in enumerate(raw_generations()):
             yield validate_generation(raw, f"{name}: generations[{i}]", library_id)
 
-    plan = Plan(path, "tts-history", len(generations), records)
     ids = set()
-    for i, text in enumerate(generations):
-        raw = check_value(_JSON.decode(text.decode()), f"{name}: manifest.generations[{i}]")
+    plan = Plan(path, "tts-history", count, records)
+    for i, raw in enumerate(raw_generations()):
+        raw = check_value(raw, f"{name}: manifest.generations[{i}]")
         record = validate_generation(raw, f"{name}: generations[{i}]", library_id)
         if record["id"] in ids:
             raise ArchiveError(f"{name}: a generation id appears twice in the manifest")
@@ -228,24 +185,11 @@ class _Entry:
             raise ArchiveError(f"{self._where}: audio entry {self._entry!r} cannot be read ({exc})") from None
 
 
-# ZipFile counts the entries open on its file without a lock of its own (it reads them under
-# one): entries opened and closed from several threads take this one
-_OPENING = threading.Lock()
-
-
 @contextmanager
 def open_audio(zf: zipfile.ZipFile, entry: str, where: str) -> Iterator[_Entry]:
     """Open an audio entry (from any thread) for one pass; read errors are :class:`ArchiveError`."""
-    try:
-        with _OPENING:
-            stream = zf.open(entry)
-    except _DAMAGE as exc:
-        raise ArchiveError(f"{where}: audio entry {entry!r} cannot be read ({exc})") from None
-    try:
+    with _entry(zf, entry, f"{where}: audio entry {entry!r}") as stream:
         yield _Entry(stream, entry, where)
-    finally:
-        with _OPENING:
-            stream.close()
 
 
 def check_audio(plan: Plan, version: dict[str, Any], found: dict[str, Any], where: str) -> None:
@@ -293,13 +237,13 @@ def open_archive(path: str | Path, limits: Limits = Limits()) -> Iterator[tuple[
     with zf:
         try:
             entries = _check_entries(zf, name, limits)
-            manifest, generations = _manifest(zf, entries, name, limits)
-            if voicebox.is_manifest(manifest):
-                record = voicebox.record_from_manifest(manifest, name)
+            header, count, info = _manifest(zf, entries, name, limits)
+            if voicebox.is_manifest(header):
+                record = voicebox.record_from_manifest(header, name)
                 plan = Plan(path, "voicebox", 1, lambda: iter([record]))
                 _check_audio_entries(entries, plan, record)
             else:
-                plan = _tts_history_plan(path, manifest, generations, entries)
+                plan = _tts_history_plan(path, header, count, zf, info, entries)
         except ArchiveError:
             raise
         except (*_DAMAGE, ValueError, RecursionError) as exc:

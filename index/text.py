@@ -25,7 +25,10 @@ _ACCENTS = re.compile("[\u0300-\u036f\ufe00-\ufe0f]")
 SIGNATURE_WORDS = 4  # 64-bit words
 SIGNATURE_COLUMNS = tuple(f"search_sig{i}" for i in range(SIGNATURE_WORDS))  # generation_rows's
 # each byte pair's bit, by Fibonacci hashing of the pair
-_PAIR_BIT = (((np.arange(1 << 16, dtype=np.uint64) * 2654435761) & 0xFFFFFFFF) >> 24).astype(np.int64)
+_PAIR_BIT = (((np.arange(1 << 16, dtype=np.uint64) * 2654435761) & 0xFFFFFFFF) >> 24).astype(np.uint8)
+# bytes of text whose pairs are worked out at a time: the temporaries, ~16 bytes for each byte
+# of text, stay ~4 MB (a sync's batch of 5,000 texts at once cost 28 MB)
+_BLOCK = 1 << 18
 
 
 def normalize(text: str) -> str:
@@ -48,17 +51,31 @@ def signatures(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
     offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset : texts.offset + count + 1]
     data = np.frombuffer(texts.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     offsets = offsets - offsets[0]
-    bits = np.zeros(count * SIGNATURE_WORDS * 64, dtype=bool)
-    if len(data) > 1:
-        first, second = data[:-1], data[1:]
-        keep = (first > 32) & (second > 32)
-        across = offsets[1:-1] - 1  # pairs made of one text's last byte and the next one's first
-        keep[across[(across >= 0) & (across < len(keep))]] = False
-        row = np.repeat(np.arange(count, dtype=np.int64), np.diff(offsets))[:-1]
-        pair = (first.astype(np.int64) << 8) | second
-        bits[row[keep] * (SIGNATURE_WORDS * 64) + _PAIR_BIT[pair[keep]]] = True
-    packed = np.packbits(bits.reshape(count, -1), axis=1, bitorder="little")
+    bits = np.zeros((count, SIGNATURE_WORDS * 64), dtype=bool)
+    start = 0
+    while start < count:
+        # the rows that begin within _BLOCK bytes of this one's start; at least this one
+        end = int(np.searchsorted(offsets, offsets[start] + _BLOCK, side="right")) - 1
+        end = min(max(end, start + 1), count)
+        block = offsets[start : end + 1]
+        _set_bits(bits[start:end], data[block[0] : block[-1]], block - block[0])
+        start = end
+    packed = np.packbits(bits, axis=1, bitorder="little")
     return packed.view("<u8").astype(np.uint64)
+
+
+def _set_bits(bits: np.ndarray, data: np.ndarray, offsets: np.ndarray) -> None:
+    """Set each row's bits of ``bits`` for the byte pairs of its text (``data``, from
+    ``offsets[row]`` to ``offsets[row + 1]``)."""
+    if len(data) < 2:
+        return
+    first, second = data[:-1], data[1:]
+    keep = (first > 32) & (second > 32)
+    across = offsets[1:-1] - 1  # pairs made of one text's last byte and the next one's first
+    keep[across[(across >= 0) & (across < len(keep))]] = False
+    row = np.repeat(np.arange(len(bits), dtype=np.int32), np.diff(offsets))[:-1]
+    pair = (first.astype(np.uint16) << 8) | second
+    bits[row[keep], _PAIR_BIT[pair[keep]]] = True
 
 
 def terms_signature(terms: list[str]) -> list[int]:

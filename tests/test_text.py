@@ -11,6 +11,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tts_history.index import text
 from tts_history.index.text import SIGNATURE_WORDS, normalize, signatures, terms_signature
 
 
@@ -61,3 +62,16 @@ def test_a_signature_tells_most_texts_without_a_word_apart():
         passed = sum(has_bits(s, terms_signature([word])) for s in found)
         assert passed <= at_most, (word, passed)
     assert sum(has_bits(s, terms_signature(["lantern"])) for s in found) == sum("lantern" in t for t in texts)
+
+
+def test_signatures_worked_out_in_blocks_are_each_texts_own():
+    # more text than one block (text._BLOCK bytes), and texts longer than a block, anywhere
+    rng = random.Random(3)
+    words = "harbor lantern 今日は straße quiet voice".split()
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 60))) for _ in range(4000)]
+    texts[5] = "lanterns" * 40_000
+    texts[-1] = "é" * 150_000
+    found = signatures(pa.array(texts))
+    assert sum(len(t.encode()) for t in texts) > 4 * text._BLOCK
+    for i in [0, 5, 6, 1234, len(texts) - 2, len(texts) - 1, *rng.sample(range(len(texts)), 200)]:
+        assert list(found[i]) == terms_signature([texts[i]]), i
