@@ -91,7 +91,8 @@ class Text:
                 if self._ended:
                     raise self._fail(exc.msg, exc.pos) from None
                 # cut by the chunk's end, perhaps: read as much again (a long value is not
-                # parsed over and over), then parse it again
+                # parsed over and over), then parse it again; a malformed text is thus read
+                # on to its end (at most the manifest cap) before it is refused
                 self._more(len(self._text))
                 continue
             if end > len(self._text) - _NEAR_END and not self._ended:
