@@ -106,7 +106,7 @@ def _entry(zf: zipfile.ZipFile, entry: str | zipfile.ZipInfo, what: str) -> Iter
 
 def _manifest(
     zf: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], name: str, limits: Limits
-) -> tuple[Any, int | None, zipfile.ZipInfo]:
+) -> tuple[Any, int | None]:
     """The manifest and its count of generations, as :func:`.manifest.header` gives them."""
     info = entries.get(MANIFEST)
     if info is None:
@@ -117,7 +117,7 @@ def _manifest(
         )
     with _reading_manifest(name):
         with _entry(zf, info, f"{name}: {MANIFEST}") as stream:
-            return (*manifest.header(manifest.Text(stream)), info)
+            return manifest.header(manifest.Text(stream))
 
 
 @contextmanager
@@ -140,7 +140,6 @@ def _tts_history_plan(
     header: Any,
     count: int,
     zf: zipfile.ZipFile,
-    info: zipfile.ZipInfo,
     entries: dict[str, zipfile.ZipInfo],
 ) -> Plan:
     """Check every generation of a tts-history manifest; the plan reads them again."""
@@ -148,7 +147,7 @@ def _tts_history_plan(
     library_id = validate_manifest(header, name)
 
     def raw_generations() -> Iterator[Any]:
-        with _reading_manifest(name), _entry(zf, info, f"{name}: {MANIFEST}") as stream:
+        with _reading_manifest(name), _entry(zf, entries[MANIFEST], f"{name}: {MANIFEST}") as stream:
             yield from manifest.generations(manifest.Text(stream))
 
     def records() -> Iterator[dict[str, Any]]:
@@ -237,13 +236,13 @@ def open_archive(path: str | Path, limits: Limits = Limits()) -> Iterator[tuple[
     with zf:
         try:
             entries = _check_entries(zf, name, limits)
-            header, count, info = _manifest(zf, entries, name, limits)
+            header, count = _manifest(zf, entries, name, limits)
             if voicebox.is_manifest(header):
                 record = voicebox.record_from_manifest(header, name)
                 plan = Plan(path, "voicebox", 1, lambda: iter([record]))
                 _check_audio_entries(entries, plan, record)
             else:
-                plan = _tts_history_plan(path, header, count, zf, info, entries)
+                plan = _tts_history_plan(path, header, count, zf, entries)
         except ArchiveError:
             raise
         except (*_DAMAGE, ValueError, RecursionError) as exc:

@@ -104,20 +104,22 @@ def load(root: str, paths: list[str], kinds: list[str]) -> Loaded:
     rows: dict[str, list[dict[str, Any]]] = {"generation": [], "profile": []}
     parts: dict[str, list[pa.Table]] = {"generation": [], "profile": []}
     errors: list[tuple[str, str]] = []
+
+    def to_columns(kind: str) -> None:
+        parts[kind].append(pa.Table.from_pylist(rows[kind], schema=_BATCH_SCHEMAS[kind]))
+        rows[kind] = []
+
     for path, kind in zip(paths, kinds):
         result = _read_one(root, path, kind)
         if isinstance(result, SidecarError):
             errors.append((path, result.reason))
             continue
-        found = rows[kind]
-        found.append(result)
-        if len(found) == _ROWS:
-            parts[kind].append(pa.Table.from_pylist(found, schema=_BATCH_SCHEMAS[kind]))
-            found.clear()
-    tables = {
-        kind: pa.concat_tables([*parts[kind], pa.Table.from_pylist(found, schema=_BATCH_SCHEMAS[kind])])
-        for kind, found in rows.items()
-    }
+        rows[kind].append(result)
+        if len(rows[kind]) == _ROWS:
+            to_columns(kind)
+    for kind in parts:
+        to_columns(kind)
+    tables = {kind: pa.concat_tables(found) for kind, found in parts.items()}
     generations = tables["generation"]
     words = signatures(generations.column("search_text"))
     for column, values in zip(SIGNATURE_COLUMNS, words.T):

@@ -56,7 +56,7 @@ def signatures(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
     while start < count:
         # the rows that begin within _BLOCK bytes of this one's start; at least this one
         end = int(np.searchsorted(offsets, offsets[start] + _BLOCK, side="right")) - 1
-        end = min(max(end, start + 1), count)
+        end = max(end, start + 1)
         block = offsets[start : end + 1]
         _set_bits(bits[start:end], data[block[0] : block[-1]], block - block[0])
         start = end

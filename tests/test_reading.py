@@ -61,6 +61,15 @@ def test_a_helper_process_reads_what_this_process_reads(sidecars):
     assert process.poll() is not None  # ended with the reader
 
 
+def test_records_turned_into_columns_a_few_at_a_time_read_as_at_once(sidecars, monkeypatch):
+    root, paths, kinds = sidecars
+    at_once, errors = load(root, paths, kinds)
+    monkeypatch.setattr(reading, "_ROWS", 3)  # 20 generations: 7 parts, errors among them
+    in_parts, part_errors = load(root, paths, kinds)
+    assert _sorted(in_parts) == _sorted(at_once) and part_errors == errors
+    assert in_parts["generation"].num_rows == 20 and in_parts["generation"].schema == at_once["generation"].schema
+
+
 def test_a_helper_that_dies_is_replaced_by_reading_here(sidecars):
     root, paths, kinds = sidecars
     here, errors = load(root, paths, kinds)
