@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from ..library import Library, open_library
+from ..library import Library, LibraryError, open_library
 from ..library.locations import library_path, machine_dir
 from . import queries, tables
 from .connection import Database, IndexBusyError, IndexCorruptError, is_damage, is_lock_error
@@ -31,6 +31,7 @@ __all__ = [
     "Index",
     "IndexBusyError",
     "IndexCorruptError",
+    "IndexPathError",
     "NotFoundError",
     "QueryError",
     "SyncReport",
@@ -42,12 +43,48 @@ def default_index_path(library: Library) -> Path:
     return machine_dir(library.root) / "index.duckdb"
 
 
+class IndexPathError(LibraryError):
+    """The index path names something that is not an index of ours: it is never replaced."""
+
+
+# a DuckDB file's magic, after its header's checksum
+_DUCKDB_MAGIC = (8, b"DUCK")
+
+
+def _check_duckdb_file(path: Path) -> None:
+    """Refuse to open, and so perhaps to replace, an existing file that is no DuckDB database
+    (a typo in --index must not cost a document, a sidecar or library.json). An empty file
+    is a creation cut short."""
+    at, magic = _DUCKDB_MAGIC
+    try:
+        with open(path, "rb") as f:
+            head = f.read(at + len(magic))
+    except IsADirectoryError:
+        raise IndexPathError(f"{path}: is a folder, not an index file") from None
+    except FileNotFoundError:
+        return
+    if head and head[at:] != magic:
+        raise IndexPathError(
+            f"{path}: is not a tts-history index (not a DuckDB database); it is left as it is: "
+            "choose another index path, or remove it if it is an index that was damaged"
+        )
+
+
 class Index:
     """The index of one library. Safe to use from many threads and, by turns, many processes."""
 
     def __init__(self, library: Library | str | Path | None = None, path: str | Path | None = None):
         self.library = library if isinstance(library, Library) else open_library(library_path(library))
-        self.path = Path(path).expanduser().resolve() if path else default_index_path(self.library)
+        own = default_index_path(self.library)
+        self.path = Path(path).expanduser().resolve() if path else own
+        # a file at a path someone chose may be anything: it is replaced only if it is an index
+        self._chosen = self.path != own
+        if self.path.is_relative_to(self.library.root.resolve()):
+            # it would be synced between machines, and its files walked as the library's
+            raise IndexPathError(
+                f"{self.path}: is inside the library folder {self.library.root}; the index is "
+                "per machine and lives outside it"
+            )
         self.db = Database.for_path(self.path)
         self._ready = False
         self._empty = False  # tables made by this object and never filled yet
@@ -59,8 +96,12 @@ class Index:
         if self._ready:
             return
         if self.path.exists():
+            if self._chosen:
+                _check_duckdb_file(self.path)
             try:
                 with self.db.read() as con:
+                    if self._chosen:
+                        self._check_ours(con)
                     self._ready = self._matches(con)
             except IndexCorruptError:
                 self._delete_files()
@@ -74,6 +115,14 @@ class Index:
                     tables.create(con, str(self.library.root), self.library.library_id())
                     self._empty = True
             self._ready = True
+
+    def _check_ours(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Refuse a DuckDB database with tables but none of an index (someone's own data)."""
+        if tables.current_version(con) is None and tables.names(con):
+            raise IndexPathError(
+                f"{self.path}: is a DuckDB database but not a tts-history index; it is left as "
+                "it is: choose another index path"
+            )
 
     def _matches(self, con: duckdb.DuckDBPyConnection) -> bool:
         if tables.current_version(con) != tables.INDEX_VERSION:
@@ -121,6 +170,7 @@ class Index:
 
     def rebuild(self, *, progress: Callable[[int, int], None] | None = None) -> SyncReport:
         """Throw the index away and build it again from the folder."""
+        self._ensure()  # only a file that is an index of ours, or is damaged, is thrown away
         self._delete_files()
         self._ready = False
         return self.sync(progress=progress)

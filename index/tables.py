@@ -162,12 +162,17 @@ def current_version(con: duckdb.DuckDBPyConnection) -> str | None:
     return row[0] if row else None
 
 
-def create(con: duckdb.DuckDBPyConnection, library_root: str, library_id: str) -> None:
-    """(Re)create every table, empty; the caller then syncs from the folder."""
-    for (name, kind) in con.execute(
+def names(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """The index database's tables and views, with their kinds."""
+    return con.execute(
         "SELECT table_name, table_type FROM information_schema.tables "
         "WHERE table_catalog = current_database() AND table_schema = 'main'"
-    ).fetchall():
+    ).fetchall()
+
+
+def create(con: duckdb.DuckDBPyConnection, library_root: str, library_id: str) -> None:
+    """(Re)create every table, empty; the caller then syncs from the folder."""
+    for (name, kind) in names(con):
         con.execute(f'DROP {"VIEW" if kind == "VIEW" else "TABLE"} IF EXISTS "{name}" CASCADE')
     con.execute(_DDL)
     con.executemany(

@@ -26,7 +26,7 @@ import pytest
 
 from helpers import cli, record, tone
 from tts_history import Audio, Version
-from tts_history.index import Filters, Index, IndexBusyError, IndexCorruptError
+from tts_history.index import Filters, Index, IndexBusyError, IndexCorruptError, IndexPathError
 from tts_history.index.connection import LINGER, MAX_HOLD, Database, engine, is_damage, someone_waits
 
 SAFETY = 60.0  # seconds: only ever a limit against hanging, never a speed requirement
@@ -649,6 +649,66 @@ def test_corrupted_index_is_rebuilt_by_the_next_cli_list(corrupt, library, pm):
     CORRUPTIONS[corrupt](Index(root).path)
     assert run("list", "--json", "--limit", "100") == listing
     assert run("stats", "--json") == stats
+
+
+def _someones_database(path: Path) -> None:
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE notes AS SELECT 'keep me' AS note")
+    con.close()
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda p: p.write_text("# my notes\n"), "not a DuckDB database"),
+        (_someones_database, "a DuckDB database but not a tts-history index"),
+        (lambda p: p.mkdir(), "is a folder"),
+    ],
+    ids=["a document", "someone's database", "a folder"],
+)
+def test_a_chosen_index_path_holding_something_else_is_refused_and_left_as_it_is(
+    make, words, library, pm, tmp_path
+):
+    """A typo in --index must not cost a file: only an index (or a damaged DuckDB file, or
+    an empty one) at a chosen path is opened, rebuilt or replaced."""
+    root = library_root(pm)
+    _populate(pm)
+    path = tmp_path / "chosen"
+    make(path)
+    before = None if path.is_dir() else path.read_bytes()
+    for attempt in (lambda i: i.list(), lambda i: i.sync(), lambda i: i.rebuild()):
+        with pytest.raises(IndexPathError, match=words) as raised:
+            attempt(Index(root, path))
+        assert str(path) in str(raised.value)
+    assert path.is_dir() if before is None else path.read_bytes() == before
+    assert not Path(f"{path}.wal").exists()
+    result = cli("--library", str(root), "--index", str(path), "list")
+    assert "Traceback" not in result.stderr
+    if path.is_dir():  # click's own check of the option: a wrong command line
+        assert result.returncode == 2 and "is a directory" in result.stderr
+    else:
+        assert result.returncode == 1 and words in result.stderr
+
+
+def test_an_index_path_inside_the_library_is_refused(library, pm):
+    root = library_root(pm)
+    _populate(pm)
+    sidecar = next((root / "generations").rglob("*.parquet"))
+    before = sidecar.read_bytes()
+    for path in (sidecar, root / "library.json", root / "index.duckdb"):
+        with pytest.raises(IndexPathError, match="inside the library folder"):
+            Index(root, path)
+    assert sidecar.read_bytes() == before and not (root / "index.duckdb").exists()
+
+
+def test_a_chosen_index_path_that_is_empty_or_an_index_is_used(library, pm, tmp_path):
+    root = library_root(pm)
+    _populate(pm)
+    empty = tmp_path / "empty.duckdb"
+    empty.write_bytes(b"")  # a creation cut short
+    assert Index(root, empty).sync().added == 12
+    assert Index(root, empty).rebuild().added == 12  # now an index of ours: rebuilt
+    assert Index(root, empty).stats()["total_generations"] == 12
 
 
 def test_a_corrupt_block_is_reported_as_corrupt_not_as_locked(library, pm):
