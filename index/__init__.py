@@ -234,12 +234,14 @@ class Index:
 
     def orphan_audio(self, older_than_ns: int) -> list[Path]:
         """Audio files that no sidecar names (not even a conflict copy), last changed before
-        ``older_than_ns``, in folders with no unreadable sidecar."""
+        ``older_than_ns``, in folders with no unreadable sidecar. Changed: by mtime or ctime,
+        the later; a sync tool keeps a file's mtime, so audio it just delivered ahead of its
+        sidecar has an old mtime, but its ctime is when it arrived."""
         with self.reading() as con:
             rows = con.execute(
                 """
                 SELECT f.path FROM files f
-                WHERE f.kind = 'audio' AND f.mtime_ns < ?
+                WHERE f.kind = 'audio' AND greatest(f.mtime_ns, f.ctime_ns) < ?
                   AND f.path NOT IN (SELECT audio_path FROM version_rows WHERE audio_path IS NOT NULL)
                   AND NOT EXISTS (
                       SELECT 1 FROM files e WHERE e.error IS NOT NULL AND e.folder = f.folder)

@@ -31,14 +31,15 @@ def temp_path(path: Path) -> Path:
 
 
 def stale_temp_files(root: Path, older_than_ns: int) -> Iterator[Path]:
-    """Temp files of :func:`temp_path` below ``root`` last changed before ``older_than_ns``
-    (left by a writer that was killed)."""
+    """Temp files of :func:`temp_path` below ``root`` last changed (mtime or ctime, the later)
+    before ``older_than_ns``: left by a writer that was killed."""
     for folder, _, names in os.walk(root):
         for name in names:
             if _TEMP.fullmatch(name):
                 path = Path(folder) / name
                 try:
-                    if path.stat().st_mtime_ns < older_than_ns:
+                    st = path.stat()
+                    if max(st.st_mtime_ns, st.st_ctime_ns) < older_than_ns:
                         yield path
                 except FileNotFoundError:
                     continue

@@ -154,29 +154,54 @@ def test_demo_runs(lib):
 
 
 def test_cleanup_orphans_removes_only_old_leftovers(lib):
-    import os
     import time
+
+    from tts_history import History
 
     spoken = js(*lib, "speak", "Keep my audio")
     folder = Path(spoken["audio_path"]).parent
-    old = time.time() - 2 * 3600
     orphan = folder / "gone-generation.0123.wav"
     orphan.write_bytes(Path(spoken["audio_path"]).read_bytes())
     temp = folder / ".gone-generation.parquet.0123456789ab.tmp"
     temp.write_bytes(b"half a sidecar")
+    time.sleep(1.5)  # ctime cannot be set back: these two age for real
     fresh = folder / "in-flight.4567.wav"  # a writer may still be about to name it
     fresh.write_bytes(b"RIFF")
-    for path in (orphan, temp):
-        os.utime(path, (old, old))
+    history = History(cli_lib_root(lib))
+    second = 1 / 3600
 
-    dry = js(*lib, "cleanup", "--orphans", "--dry-run")
-    assert sorted(dry["orphan_files"]) == sorted([str(orphan), str(temp)])
+    dry = history.remove_orphans(older_than_hours=second, dry_run=True)
+    assert sorted(dry) == sorted([str(orphan), str(temp)])
     assert orphan.exists() and temp.exists()
 
-    done = js(*lib, "cleanup", "--orphans")
-    assert sorted(done["orphan_files"]) == sorted([str(orphan), str(temp)])
+    done = history.remove_orphans(older_than_hours=second)
+    assert sorted(done) == sorted([str(orphan), str(temp)])
     assert not orphan.exists() and not temp.exists() and fresh.exists()
     assert Path(spoken["audio_path"]).exists()
+    assert js(*lib, "show", spoken["id"])["audio_present"] is True
+    assert js(*lib, "cleanup", "--orphans") == {"removed": [], "kept": [], "orphan_files": [], "dry_run": False}
+
+
+def test_cleanup_orphans_keeps_audio_a_sync_tool_just_delivered_with_an_old_mtime(lib, tmp_path):
+    """A sync tool keeps a file's mtime: audio made yesterday on another machine that arrives
+    ahead of its sidecar is new here (its ctime says so), and must survive until the sidecar
+    lands."""
+    import os
+    import time
+
+    spoken = js(*lib, "speak", "Made on the other machine")
+    audio, sidecar = Path(spoken["audio_path"]), Path(spoken["sidecar_path"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for path in (audio, sidecar):
+        os.replace(path, elsewhere / path.name)  # as if this machine had not received it yet
+    assert js(*lib, "sync")
+    yesterday = time.time() - 24 * 3600
+    os.utime(elsewhere / audio.name, (yesterday, yesterday))
+    os.link(elsewhere / audio.name, audio)  # delivered now, mtime kept; the sidecar follows
+    left = js(*lib, "cleanup", "--orphans")
+    assert left["orphan_files"] == [] and audio.exists()
+    os.link(elsewhere / sidecar.name, sidecar)
     assert js(*lib, "show", spoken["id"])["audio_present"] is True
 
 
