@@ -6,7 +6,16 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .hooks import Audio, Effect, Generation, Profile, Version, get_plugin_manager, hookimpl
+from .hooks import (
+    Audio,
+    Effect,
+    Generation,
+    InvalidValueError,
+    Profile,
+    Version,
+    get_plugin_manager,
+    hookimpl,
+)
 
 try:
     __version__ = version("tts-history")
@@ -15,11 +24,16 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 
 def __getattr__(name: str):
-    # History pulls in DuckDB; a host that only records generations never pays for it
+    # History pulls in DuckDB, and the audio code numpy and soundfile: a host that only builds
+    # values and records generations pays for them when they are first used
     if name == "History":
         from .history import History
 
         return History
+    if name == "InvalidAudioError":
+        from .plugin.audio import InvalidAudioError
+
+        return InvalidAudioError
     raise AttributeError(name)
 
 
@@ -28,6 +42,8 @@ __all__ = [
     "Effect",
     "Generation",
     "History",
+    "InvalidAudioError",
+    "InvalidValueError",
     "Profile",
     "Version",
     "__version__",

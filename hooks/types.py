@@ -4,11 +4,18 @@ so a mistake is reported by the host's own call, naming the field and the value.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from ..library.errors import LibraryError
+from ..library.layout import check_id
+
+# a sidecar stores the seed as int64
+_SEED_RANGE = range(-(2**63), 2**63)
 
 
 class InvalidValueError(ValueError):
@@ -20,6 +27,27 @@ def _text(value: object, name: str, *, optional: bool = False) -> None:
         return
     if not isinstance(value, str):
         raise InvalidValueError(f"{name} must be a string, got {value!r}")
+    _utf8(value, name)
+
+
+def _utf8(value: str, name: str) -> None:
+    """Sidecars hold UTF-8: a lone surrogate (from a bad decode) cannot be stored."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidValueError(
+            f"{name} is not valid text: {value[exc.start:exc.end]!r} at {exc.start} is a lone surrogate"
+        ) from None
+
+
+def _id(value: object, name: str, *, optional: bool = False) -> None:
+    """Ids name files: the library's rule, reported as a bad value of the host's."""
+    if value is None and optional:
+        return
+    try:
+        check_id(value, name)
+    except LibraryError as exc:
+        raise InvalidValueError(str(exc)) from None
 
 
 def _utc(value: datetime | None, name: str) -> datetime | None:
@@ -40,6 +68,8 @@ def _str_map(value: Mapping[str, str], name: str) -> dict[str, str]:
             raise InvalidValueError(
                 f"{name} must map strings to strings; {key!r}: {item!r} is not"
             )
+        _utf8(key, f"{name} key {key!r}")
+        _utf8(item, f"{name}[{key!r}]")
     return dict(value)
 
 
@@ -66,19 +96,26 @@ class Generation:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("id", "profile_id", "text", "language", "engine"):
+        for name in ("id", "profile_id"):
+            _id(getattr(self, name), f"generation.{name}")
+        for name in ("text", "language", "engine"):
             _text(getattr(self, name), f"generation.{name}")
         for name in ("instruct", "model_size", "profile_name"):
             _text(getattr(self, name), f"generation.{name}", optional=True)
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise InvalidValueError(f"generation.seed must be an integer or None, got {self.seed!r}")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed not in _SEED_RANGE
+        ):
+            raise InvalidValueError(
+                f"generation.seed must be a 64-bit integer or None, got {self.seed!r}"
+            )
         if self.duration is not None and (
             isinstance(self.duration, bool)
             or not isinstance(self.duration, (int, float))
+            or not math.isfinite(self.duration)
             or not self.duration >= 0
         ):
             raise InvalidValueError(
-                f"generation.duration must be a number of seconds >= 0, got {self.duration!r}"
+                f"generation.duration must be a finite number of seconds >= 0, got {self.duration!r}"
             )
         object.__setattr__(self, "created_at", _utc(self.created_at, "generation.created_at"))
         object.__setattr__(self, "extra", _str_map(self.extra, "generation.extra"))
@@ -179,9 +216,9 @@ class Version:
     created_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        _text(self.id, "version.id")
+        _id(self.id, "version.id")
         _text(self.label, "version.label")
-        _text(self.source_version_id, "version.source_version_id", optional=True)
+        _id(self.source_version_id, "version.source_version_id", optional=True)
         if not isinstance(self.is_default, bool):
             raise InvalidValueError(f"version.is_default must be true or false, got {self.is_default!r}")
         if isinstance(self.effects_chain, (str, bytes)) or not isinstance(self.effects_chain, Sequence):
@@ -205,14 +242,14 @@ class Profile:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _text(self.id, "profile.id")
+        _id(self.id, "profile.id")
         _text(self.name, "profile.name")
         _text(self.description, "profile.description", optional=True)
         _text(self.language, "profile.language", optional=True)
         if not isinstance(self.extra, Mapping):
             raise InvalidValueError(f"profile.extra must be a mapping, got {self.extra!r}")
         try:
-            json.dumps(dict(self.extra), allow_nan=False)
-        except (TypeError, ValueError) as exc:
+            json.dumps(dict(self.extra), allow_nan=False, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
             raise InvalidValueError(f"profile.extra must be JSON data: {exc}") from None
         object.__setattr__(self, "created_at", _utc(self.created_at, "profile.created_at"))

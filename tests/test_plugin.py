@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 from helpers import RATE, days_ago, make_generation, record, tone
 
-from tts_history import Audio, Effect, History, Profile, Version, hookimpl
+from tts_history import Audio, Effect, Generation, History, Profile, Version, hookimpl
 from tts_history.hooks import InvalidValueError, load_entrypoint_plugins
 from tts_history.hooks.manager import get_plugin_manager
 from tts_history.index import NotFoundError
@@ -342,7 +342,7 @@ def test_version_added_is_validated_and_a_refused_one_writes_nothing(pm, library
             )
     with pytest.raises(LookupError, match="unknown"):
         pm.hook.tts_history_version_added(generation_id="unknown", version=Version(id="v", label="v"), audio=samples())
-    with pytest.raises(LibraryError, match="version.id"):
+    with pytest.raises(InvalidValueError, match="version.id"):
         pm.hook.tts_history_version_added(generation_id="g1", version=Version(id="v.1", label="v"), audio=samples())
     with pytest.raises(InvalidAudioError):
         pm.hook.tts_history_version_added(
@@ -366,6 +366,45 @@ def test_version_added_is_validated_and_a_refused_one_writes_nothing(pm, library
 def test_invalid_version_values_are_refused_on_creation(make):
     with pytest.raises(InvalidValueError):
         make()
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: Generation(id="g 1", profile_id="p1", text="t"), "generation.id 'g 1' is not a valid id"),
+        (lambda: Generation(id="g1", profile_id="p.1", text="t"), "generation.profile_id"),
+        (lambda: Generation(id="g1", profile_id="p1", text="t", seed=2**63), "generation.seed"),
+        (lambda: Generation(id="g1", profile_id="p1", text="t", seed=-(2**63) - 1), "generation.seed"),
+        (lambda: Generation(id="g1", profile_id="p1", text="t", duration=float("inf")), "finite"),
+        (lambda: Generation(id="g1", profile_id="p1", text="t", duration=float("nan")), "finite"),
+        (lambda: Generation(id="g1", profile_id="p1", text="bad \udc80 decode"), "generation.text .*surrogate"),
+        (lambda: Generation(id="g1", profile_id="p1", text="t", extra={"k": "\ud800"}), "generation.extra"),
+        (lambda: Version(id="v 1", label="v"), "version.id"),
+        (lambda: Profile(id="p/1", name="x"), "profile.id"),
+        (lambda: Profile(id="p1", name="x", extra={"note": "\udfff"}), "profile.extra"),
+    ],
+)
+def test_invalid_generation_and_profile_values_are_refused_on_creation(make, words):
+    """Before the hook is called: the host's own line raises, naming the field and the value."""
+    with pytest.raises(InvalidValueError, match=words):
+        make()
+
+
+def test_the_errors_a_host_catches_come_from_the_package():
+    import tts_history
+    from tts_history.plugin.audio import InvalidAudioError
+
+    assert tts_history.InvalidValueError is InvalidValueError
+    assert tts_history.InvalidAudioError is InvalidAudioError
+    assert issubclass(InvalidValueError, ValueError) and issubclass(InvalidAudioError, ValueError)
+
+
+def test_the_extremes_of_a_seed_are_recorded(pm, library):
+    for i, seed in enumerate((2**63 - 1, -(2**63))):
+        pm.hook.tts_history_generation_completed(
+            generation=make_generation(id=f"g{i}", seed=seed), audio=samples()
+        )
+        assert read(library, f"g{i}")["seed"] == seed
 
 
 def test_default_version_changed_updates_audio_path_and_duration(pm, library):
@@ -467,15 +506,15 @@ def test_invalid_generation_id_is_rejected_naming_the_field(pm, library, bad):
         lambda: pm.hook.tts_history_generation_completed(generation=make_generation(id=bad), audio=samples()),
         lambda: pm.hook.tts_history_generation_failed(generation=make_generation(id=bad), error="x"),
     ):
-        with pytest.raises(LibraryError, match=r"generation\.id"):
+        with pytest.raises(InvalidValueError, match=r"generation\.id"):
             call()
-    with pytest.raises(LibraryError, match=r"generation\.profile_id"):
+    with pytest.raises(InvalidValueError, match=r"generation\.profile_id"):
         pm.hook.tts_history_generation_completed(generation=make_generation(profile_id=bad), audio=samples())
-    with pytest.raises(LibraryError, match=r"profile\.id"):
+    with pytest.raises(InvalidValueError, match=r"profile\.id"):
         pm.hook.tts_history_profile_saved(profile=Profile(id=bad, name="x"))
     record(pm, id="g1")
     before = all_files(library)
-    with pytest.raises(LibraryError, match=r"version\.id"):
+    with pytest.raises(InvalidValueError, match=r"version\.id"):
         pm.hook.tts_history_version_added(generation_id="g1", version=Version(id=bad, label="x"), audio=samples())
     assert all_files(library) == before
     assert not (library.parent / "x.parquet").exists()
