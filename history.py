@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
+import math
 import shutil
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from .hooks import get_plugin_manager
+from .hooks import InvalidValueError, get_plugin_manager
 from .index import Filters, Index, NotFoundError, SyncReport
 from .index.watch import watcher_running
 from .library.atomic import atomic_write, stale_temp_files
@@ -241,7 +242,14 @@ class History:
             raise ValueError("say what to clean up: failed, a profile, or older than some days")
         before = None
         if older_than_days is not None:
-            before = datetime.now(timezone.utc) - timedelta(days=older_than_days)
+            if not math.isfinite(older_than_days) or older_than_days < 0:
+                raise InvalidValueError(
+                    f"older than: a number of days >= 0, got {older_than_days!r}"
+                )
+            try:
+                before = datetime.now(timezone.utc) - timedelta(days=older_than_days)
+            except OverflowError:  # before the year 1: nothing is that old
+                before = datetime.min.replace(tzinfo=timezone.utc)
         ids = self._fresh().generation_ids(
             Filters(profile_id=profile_id, status="failed" if failed else None, until=before),
             keep_favorites=keep_favorites,

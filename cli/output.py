@@ -22,13 +22,27 @@ def _plain(value: Any) -> Any:
         return float(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
     return str(value)
 
 
+def _finite(data: Any) -> Any:
+    """``data`` with NaN and infinities (float or Decimal) as null: JSON has no word for them."""
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, Decimal) and not data.is_finite():
+        return None
+    return data
+
+
 def dump_json(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, indent=2, default=_plain)
+    try:
+        return json.dumps(data, ensure_ascii=False, indent=2, default=_plain, allow_nan=False)
+    except ValueError:  # a NaN or an infinity somewhere (SQL can make them): walk it only then
+        return json.dumps(_finite(data), ensure_ascii=False, indent=2, default=_plain)
 
 
 def echo_json(data: Any) -> None:

@@ -216,3 +216,34 @@ def test_the_command_uses_the_system_allocator_unless_told_otherwise(chosen, exp
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+def test_sql_json_gives_null_for_nan_and_infinities(lib):
+    def strict(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    out = ok(*lib, "sql", "SELECT 'nan'::DOUBLE AS x, '-inf'::DOUBLE AS y, 1.5 AS z, [1.0, 'inf'::DOUBLE] AS l", "--json")
+    assert json.loads(out, parse_constant=strict) == [{"x": None, "y": None, "z": 1.5, "l": [1.0, None]}]
+
+
+@pytest.mark.parametrize("days", ["nan", "inf", "-1"])
+def test_cleanup_older_than_refuses_what_is_no_number_of_days(lib, days):
+    result = cli(*lib, "cleanup", "--older-than", days)
+    assert result.returncode == 2 and "--older-than" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cleanup_older_than_more_days_than_the_calendar_removes_nothing(lib):
+    spoken = js(*lib, "speak", "Still here")
+    for days in ("1000000", "1e300"):
+        assert js(*lib, "cleanup", "--older-than", days) == {
+            "removed": [], "kept": [], "orphan_files": [], "dry_run": False}
+    assert js(*lib, "show", spoken["id"])["text"] == "Still here"
+
+
+def test_history_cleanup_refuses_what_is_no_number_of_days(lib):
+    from tts_history import History, InvalidValueError
+
+    history = History(cli_lib_root(lib))
+    for days in (float("nan"), float("inf"), -1):
+        with pytest.raises(InvalidValueError, match="number of days"):
+            history.cleanup(older_than_days=days, dry_run=True)
