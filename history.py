@@ -9,17 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 import math
-import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pluggy
 
 from .hooks import InvalidValueError, get_plugin_manager
 from .index import Filters, Index, NotFoundError, SyncReport
 from .index.watch import watcher_running
-from .library.atomic import atomic_write, stale_temp_files
+from .library import LibraryError
+from .library.atomic import atomic_write, copy_hashed, stale_temp_files
 from .plugin import HistoryPlugin
 
 if TYPE_CHECKING:
@@ -178,20 +178,38 @@ class History:
         return export_archive(self.library, sidecars, Path(out), progress=progress)
 
     def export_audio(self, generation_id: str, out: str | Path, version_id: str | None = None) -> Path:
-        """Copy the active version's audio (or ``version_id``'s) to ``out``, a file or a folder."""
+        """Copy the active version's audio (or ``version_id``'s) to ``out``: a file, or a folder
+        to write ``<id><suffix>`` in (``<id>.<version id><suffix>`` for a version asked for).
+        The copy is checked against the sha256 its sidecar records; what fails is not kept."""
         item = self.get(generation_id)
         wanted = version_id or item["active_version_id"]
+        if wanted is None:
+            raise NotFoundError(f"generation {generation_id!r} has no audio (its status is {item['status']})")
         version = next((v for v in item["versions"] if v["id"] == wanted), None)
         if version is None:
             raise NotFoundError(f"generation {generation_id!r} has no version {wanted!r}")
         source = Path(version["audio_path"])
         out = Path(out)
-        target = out / f"{generation_id}{source.suffix}" if out.is_dir() else out
+        if out.is_dir():
+            target = out / f"{generation_id}{'' if version_id is None else '.' + version_id}{source.suffix}"
+        elif out.suffix and out.suffix.lower() != source.suffix.lower():
+            raise InvalidValueError(
+                f"{out}: the audio is {source.suffix} and is copied as it is, not converted; "
+                f"name the file {out.stem}{source.suffix}"
+            )
+        else:
+            target = out
         if not target.parent.is_dir():
             raise NotFoundError(f"{target.parent} is not a folder: the audio cannot be written there")
+
+        def copy(dst: BinaryIO) -> None:
+            _, sha256 = copy_hashed(src, dst)
+            if sha256 != version["audio_sha256"]:
+                raise LibraryError(f"audio {source} differs from what its sidecar records (sha256)")
+
         try:
             with open(source, "rb") as src:
-                atomic_write(target, lambda dst: shutil.copyfileobj(src, dst))
+                atomic_write(target, copy)
         except FileNotFoundError:
             raise NotFoundError(f"the audio of generation {generation_id!r} is missing: {source}") from None
         return target

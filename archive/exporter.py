@@ -3,7 +3,6 @@ failed export leaves no partial file behind."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from collections.abc import Callable
@@ -12,11 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..library import Library, schema
-from ..library.atomic import commit_temp, temp_path
+from ..library.atomic import commit_temp, copy_hashed, temp_path
 from .format import AUDIO_DIR, FORMAT_NAME, FORMAT_VERSION, MANIFEST, ArchiveError, iso
-
-_CHUNK = 1 << 20
-
 
 def _times(record: dict[str, Any]) -> dict[str, Any]:
     return {k: iso(v) if isinstance(v, datetime) else v for k, v in record.items()}
@@ -30,15 +26,12 @@ def _zip_time(when: datetime) -> tuple[int, int, int, int, int, int]:
 def _add_audio(zf: zipfile.ZipFile, source: Path, entry: str, version: dict[str, Any], when: datetime) -> None:
     info = zipfile.ZipInfo(entry, date_time=_zip_time(when))
     info.compress_type = zipfile.ZIP_STORED  # audio does not deflate; stored streams at disk speed
-    digest = hashlib.sha256()
     try:
         with open(source, "rb") as src, zf.open(info, "w", force_zip64=version["audio_bytes"] > 2**31) as dst:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                dst.write(chunk)
+            _, sha256 = copy_hashed(src, dst)
     except FileNotFoundError:
         raise ArchiveError(f"audio {source} is missing: the generation cannot be exported") from None
-    if digest.hexdigest() != version["audio_sha256"]:
+    if sha256 != version["audio_sha256"]:
         raise ArchiveError(f"audio {source} differs from what its sidecar records (sha256)")
 
 

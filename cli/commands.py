@@ -8,6 +8,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -206,7 +207,8 @@ def show(ctx: Context, generation_id: str, as_json: bool) -> None:
                     "*" if v["is_default"] else "",
                     f"{v['duration']:.2f}s" if v["duration"] is not None else "",
                     ", ".join(e["type"] for e in v["effects_chain"] or []),
-                    v["audio_path"] if v["audio_present"] else f"{v['audio_path']} (missing)",
+                    v["audio_path"] if v["audio_present"] else
+                    f"{v['audio_path']} ({'wrong size' if Path(v['audio_path']).exists() else 'missing'})",
                 ]
                 for v in item["versions"]
             ],

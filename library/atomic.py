@@ -9,6 +9,7 @@ partial file), but a power cut may lose the last changes. Like SQLite's ``synchr
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -21,9 +22,21 @@ from typing import BinaryIO
 
 TEMP_SUFFIX = ".tmp"
 FSYNC = os.environ.get("TTS_HISTORY_FSYNC", "1") != "0"
+_CHUNK = 1 << 20  # bytes a copy reads at a time
 
 
 _TEMP = re.compile(rf"\..+\.[0-9a-f]{{12}}{re.escape(TEMP_SUFFIX)}")
+
+
+def copy_hashed(stream: BinaryIO, out: BinaryIO) -> tuple[int, str]:
+    """Copy ``stream`` to ``out``, reading it once: returns its size and sha256."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
+        out.write(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def temp_path(path: Path) -> Path:

@@ -19,12 +19,11 @@ import numpy as np
 import soundfile as sf
 
 from ..hooks.types import Audio
-from ..library.atomic import commit_temp, temp_path, write_temp
+from ..library.atomic import commit_temp, copy_hashed, temp_path, write_temp
 
 _SUFFIX = {"MPEG": ".mp3", "RAW": ".raw"}
 # Writes samples' temp files (write, fsync) while the caller encodes the sidecar that names them
 _WRITER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tts-history-audio")
-_CHUNK = 1 << 20
 # Uncompressed audio: every frame is a fixed number of bytes and any bytes decode, so once
 # libsndfile has parsed the header and measured the data against the file's real length, a
 # decode of every sample would find exactly its frame count and could not fail. Everything
@@ -101,23 +100,12 @@ def _from_file(source: Path, final: Path) -> PreparedAudio:
         return from_stream(stream, final, str(source))
 
 
-def _copy(stream: BinaryIO, out: BinaryIO) -> tuple[int, str]:
-    """Copy ``stream`` to ``out``, reading it once: returns its size and sha256."""
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := stream.read(_CHUNK):
-        digest.update(chunk)
-        out.write(chunk)
-        size += len(chunk)
-    return size, digest.hexdigest()
-
-
 def from_stream(stream: BinaryIO, final: Path, name: str, *, sync: bool = True) -> PreparedAudio:
     """Copy audio from an open binary stream (a file, an archive entry) as it is, byte for byte;
     ``name`` names the source in errors. ``sync=False`` leaves the temp file's fsync to the
     caller (an import makes many durable at once)."""
     copied: list[tuple[int, str]] = []
-    tmp = write_temp(final, lambda out: copied.append(_copy(stream, out)), sync=sync)
+    tmp = write_temp(final, lambda out: copied.append(copy_hashed(stream, out)), sync=sync)
     try:
         # decoded from our own copy: what is checked is exactly what is stored
         decoded = _decode(str(tmp), name)
@@ -132,7 +120,7 @@ def from_stream(stream: BinaryIO, final: Path, name: str, *, sync: bool = True) 
 def measure_stream(stream: BinaryIO, name: str) -> dict[str, Any]:
     """Check audio from a stream as :func:`from_stream` does, keeping nothing: its facts."""
     with tempfile.TemporaryFile() as out:
-        size, sha256 = _copy(stream, out)
+        size, sha256 = copy_hashed(stream, out)
         out.flush()
         out.seek(0)  # libsndfile reads an open file from where it stands
         duration, rate, channels = _measure(_decode(out.fileno(), name))

@@ -48,7 +48,7 @@ from tts_history import Audio, Effect, History, Profile, Version, __version__
 from tts_history.archive import ArchiveError, Limits
 from tts_history.archive.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST
 from tts_history.index import NotFoundError
-from tts_history.library import schema
+from tts_history.library import LibraryError, schema
 
 # Hypothesis keeps caches in ./.hypothesis unless told otherwise: keep the repository clean
 if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
@@ -440,7 +440,16 @@ def test_export_audio_active_version_or_the_one_asked_for(world, tmp_path):
     folder.mkdir()
     result = cli(*lib, "export-audio", ids["multi"], "--version", stored["versions"][0]["id"], "-o", str(folder))
     assert result.returncode == 0, result.stderr
-    assert (folder / f"{ids['multi']}.wav").read_bytes() == files[stored["versions"][0]["id"]]
+    first = stored["versions"][0]["id"]
+    assert (folder / f"{ids['multi']}.{first}.wav").read_bytes() == files[first]
+    result = cli(*lib, "export-audio", ids["multi"], "-o", str(folder))  # the active one, beside it
+    assert result.returncode == 0, result.stderr
+    assert (folder / f"{ids['multi']}.wav").read_bytes() == files["v-reverb"]
+    assert (folder / f"{ids['multi']}.{first}.wav").read_bytes() == files[first]
+
+    result = cli(*lib, "export-audio", ids["multi"], "-o", str(tmp_path / "as.mp3"))
+    assert result.returncode == 1 and "is .wav and is copied as it is" in result.stderr
+    assert not (tmp_path / "as.mp3").exists()
 
     for args, word in (((ids["multi"], "--version", "nope"), "nope"), (("unknown-id",), "unknown-id")):
         target = tmp_path / "never.wav"
@@ -455,9 +464,25 @@ def test_export_audio_in_python(world, tmp_path):
     out = history.export_audio(ids["plain"], tmp_path)
     assert out == tmp_path / f"{ids['plain']}.wav"
     assert out.read_bytes() == Path(history.get(ids["plain"])["audio_path"]).read_bytes()
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match="has no audio .its status is generating"):
         history.export_audio(ids["generating"], tmp_path / "x.wav")  # no audio at all
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_export_audio_refuses_audio_that_differs_from_its_sidecar(world, tmp_path):
+    history, ids = world["source"], world["ids"]
+    audio = Path(history.get(ids["plain"])["audio_path"])
+    whole = audio.read_bytes()
+    try:
+        audio.write_bytes(whole[: len(whole) // 2])  # cut short, as by an interrupted copy
+        out = tmp_path / "cut.wav"
+        with pytest.raises(LibraryError, match=r"differs from what its sidecar records \(sha256\)"):
+            history.export_audio(ids["plain"], out)
+        assert not out.exists() and list(tmp_path.iterdir()) == []
+        shown = cli("--library", str(history.library.root), "show", ids["plain"])
+        assert "(wrong size)" in shown.stdout
+    finally:
+        audio.write_bytes(whole)
 
 
 def test_failed_export_leaves_no_file_behind(source, tmp_path):
