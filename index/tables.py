@@ -13,7 +13,7 @@ import duckdb
 
 from .text import SIGNATURE_COLUMNS
 
-INDEX_VERSION = "13"
+INDEX_VERSION = "14"
 
 _SIGNATURE_DDL = " ".join(f"{column} UBIGINT NOT NULL," for column in SIGNATURE_COLUMNS)
 _SIGNATURE_NAMES = ", ".join(SIGNATURE_COLUMNS)

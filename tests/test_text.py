@@ -8,11 +8,14 @@ import random
 
 import numpy as np
 import pyarrow as pa
+import pytest
+from helpers import record
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tts_history import History
 from tts_history.index import text
-from tts_history.index.text import SIGNATURE_WORDS, normalize, signatures, terms_signature
+from tts_history.index.text import SIGNATURE_WORDS, normalize, search_terms, signatures, terms_signature
 
 
 def has_bits(signature: np.ndarray, words: list[int]) -> bool:
@@ -75,3 +78,80 @@ def test_signatures_worked_out_in_blocks_are_each_texts_own():
     assert sum(len(t.encode()) for t in texts) > 4 * text._BLOCK
     for i in [0, 5, 6, 1234, len(texts) - 2, len(texts) - 1, *rng.sample(range(len(texts)), 200)]:
         assert list(found[i]) == terms_signature([texts[i]]), i
+
+
+# -- letters Unicode does not decompose ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "folded"),
+    [
+        ("Łódź", "lodz"),
+        ("ŁÓDŹ", "lodz"),
+        ("København", "kobenhavn"),
+        ("KØBENHAVN", "kobenhavn"),
+        ("Đakovo", "dakovo"),
+        ("đakovo", "dakovo"),
+        ("Þór Æsir", "thor aesir"),
+        ("ÞÓR ÆSIR", "thor aesir"),
+        ("Guðrún Ðóra", "gudrun dora"),
+        ("Straße", "strasse"),
+        ("STRAẞE", "strasse"),
+        ("Œuvre cœur", "oeuvre coeur"),
+        ("Diyarbakır", "diyarbakir"),
+        ("Ħamrun Ŧ ŧ", "hamrun t t"),
+        ("ǿ ǣ", "o ae"),  # a stroke or a ligature under an accent: both go
+        ("Łódź 今日は ❤️", "lodz 今日は ❤"),
+    ],
+)
+def test_letters_without_a_decomposition_are_spelt_out(written, folded):
+    assert normalize(written) == folded
+    assert normalize(folded) == folded  # folding twice changes nothing
+    assert search_terms(written) == folded.split()
+
+
+def test_every_spelt_letter_folds_upper_and_lower_case_to_ascii():
+    for letter in "łŁøØđĐðÐþÞæÆœŒßẞıħĦŧŦ":
+        assert normalize(letter).isascii() and normalize(letter).isalpha(), letter
+        assert normalize(letter) == normalize(letter.lower()), letter
+
+
+def test_a_search_without_the_letters_finds_texts_written_with_them(library, pm):
+    # Through the real index: the stored search text and signature and the query's terms are
+    # all folded alike, so each way of typing the word finds the same records
+    texts = {
+        "pl": "Pociąg do Łodzi, potem Łódź Kaliska",
+        "dk": "Toget til København H kører nu",
+        "hr": "Katedrala u Đakovu, Đakovo",
+        "is": "Þór og Æsir í Ásgarði",
+        "de": "Die Straße ist lang",
+        "fr": "Une œuvre de cœur",
+        "en": "Lodge near the harbor, Copenhagen",
+    }
+    for gid, words in texts.items():
+        record(pm, 0.02, id=gid, text=words)
+    history = History(library, plugin_manager=pm)
+    for search, expected in [
+        ("lodz", {"pl"}),
+        ("Łódź", {"pl"}),
+        ("ŁÓDŹ", {"pl"}),
+        ("lodzi", {"pl"}),
+        ("kobenhavn", {"dk"}),
+        ("København", {"dk"}),
+        ("KØBENHAVN kører", {"dk"}),
+        ("dakovo", {"hr"}),
+        ("Đakovo", {"hr"}),
+        ("dakovu", {"hr"}),
+        ("thor aesir", {"is"}),
+        ("Þór Æsir", {"is"}),
+        ("asgardi", {"is"}),
+        ("strasse", {"de"}),
+        ("Straße", {"de"}),
+        ("oeuvre coeur", {"fr"}),
+        ("œuvre", {"fr"}),
+        ("lod", {"pl", "en"}),
+        ("copenhagen", {"en"}),
+    ]:
+        result = history.list(limit=100, search=search)
+        assert {item["id"] for item in result["items"]} == expected, search
+        assert result["total"] == len(expected), search
