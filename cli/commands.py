@@ -136,7 +136,7 @@ def info(ctx: Context, as_json: bool) -> None:
     "written over in place, e.g. by cp).",
 )
 @click.option("--full", is_flag=True, help="Re-read every sidecar, not only those that changed.")
-@click.option("--rebuild", is_flag=True, help="Delete the index and build it again from the folder.")
+@click.option("--rebuild", is_flag=True, help="Empty the index and build it again from the folder.")
 @json_option
 @pass_ctx
 def sync(ctx: Context, every_file: bool, full: bool, rebuild: bool, as_json: bool) -> None:

@@ -169,10 +169,13 @@ class Index:
             return report
 
     def rebuild(self, *, progress: Callable[[int, int], None] | None = None) -> SyncReport:
-        """Throw the index away and build it again from the folder."""
-        self._ensure()  # only a file that is an index of ours, or is damaged, is thrown away
-        self._delete_files()
-        self._ready = False
+        """Empty the index and build it again from the folder. Emptied in place, under the
+        file's lock: other processes may have it open, or be about to, and wait their turn;
+        a file deleted under them would leave them writing to one nobody reads."""
+        self._ensure()  # a damaged file, which nobody can use, is deleted there
+        with self.db.write() as con:
+            tables.create(con, str(self.library.root), self.library.library_id())
+        self._empty = True
         return self.sync(progress=progress)
 
     def watch(self, **options: Any) -> Watcher:

@@ -651,6 +651,45 @@ def test_corrupted_index_is_rebuilt_by_the_next_cli_list(corrupt, library, pm):
     assert run("stats", "--json") == stats
 
 
+def test_a_rebuild_in_another_process_never_fails_the_readers_and_writers_of_the_index(library, pm):
+    """sync --rebuild empties the index in place, under its lock: processes that have it open,
+    or open it meanwhile, wait their turn and never write to a file deleted under them."""
+    root = library_root(pm)
+    _populate(pm)
+    assert Index(root).sync().added == 12
+    lib = ["--library", str(root)]
+    rebuilds = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            from tts_history.index import Index
+            for _ in range(12):
+                Index({str(root)!r}).rebuild()
+        """)],
+        stderr=subprocess.PIPE, text=True,
+    )
+    failures = []
+
+    def reader() -> None:
+        while rebuilds.poll() is None:
+            result = cli(*lib, "list", "--json", "--limit", "100")
+            if result.returncode != 0:
+                failures.append(result.stderr)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    written = 0
+    while rebuilds.poll() is None:  # and this process records and syncs meanwhile
+        record(pm, text=f"during {written}", seconds=0.05)
+        written += 1
+        Index(root).sync()
+    for thread in threads:
+        thread.join()
+    assert rebuilds.returncode == 0, rebuilds.stderr.read()
+    assert failures == []
+    listing = json.loads(cli(*lib, "list", "--json", "--limit", "1000").stdout)
+    assert written > 0 and listing["total"] == 12 + written
+
+
 def _someones_database(path: Path) -> None:
     con = duckdb.connect(str(path))
     con.execute("CREATE TABLE notes AS SELECT 'keep me' AS note")
