@@ -116,6 +116,11 @@ class Index:
                     self._empty = True
             self._ready = True
 
+    def recheck(self) -> None:
+        """Check the index against the library again at its next use: the folder was replaced,
+        perhaps by another library's."""
+        self._ready = False
+
     def _check_ours(self, con: duckdb.DuckDBPyConnection) -> None:
         """Refuse a DuckDB database with tables but none of an index (someone's own data)."""
         if tables.current_version(con) is None and tables.names(con):

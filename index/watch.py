@@ -33,6 +33,12 @@ log = logging.getLogger("tts_history.watch")
 _INOTIFY_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 _EVENTS = {"created", "modified", "deleted", "moved", "closed"}  # not opened / closed_no_write
 HEARTBEAT = "watcher.json"
+# Readers skip their own sync while a watcher's heartbeat is fresh: it beats every _BEAT
+# seconds from a thread of its own (a long batch does not stop it; a frozen process does)
+_BEAT = 1.0
+_FRESH = 5 * _BEAT
+# ... and only if it notices changes this soon: a slower poll is left to readers' own syncs
+_TRUSTED_POLL = 2.0
 _PIN_LIMIT = 64  # paths in a batch small enough to apply under one open of the index
 
 
@@ -97,8 +103,10 @@ class Watcher:
         self._idle = threading.Event()
         self._thread: threading.Thread | None = None
         self._observer = None
+        self._beater: threading.Thread | None = None
         self._spotter = _OverflowSpotter(self)
         self._heartbeat = index.path.parent / HEARTBEAT
+        self._root_id: tuple[int, int] | None = None  # the folder watched (device, inode)
 
     # -- public ----------------------------------------------------------------------------
 
@@ -109,12 +117,15 @@ class Watcher:
         for name in _INOTIFY_LOGGERS:
             logging.getLogger(name).addHandler(self._spotter)
         observer = PollingObserver(timeout=self.poll_interval) if self.polling else Observer()
+        self._root_id = _identity(self.root)
         observer.schedule(_Events(self), str(self.root), recursive=True)
         observer.start()
         self._observer = observer
         self._thread = threading.Thread(target=self._run, name="tts-history-watch", daemon=True)
         self._thread.start()
         self._write_heartbeat()
+        self._beater = threading.Thread(target=self._beat, name="tts-history-heartbeat", daemon=True)
+        self._beater.start()
         self._idle.set()
         # a host that exits without stop(): the batch thread must not die inside DuckDB
         atexit.register(self.stop)
@@ -131,8 +142,9 @@ class Watcher:
             self._observer.join()
         self._stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
+        for thread in (self._thread, self._beater):
+            if thread is not None:
+                thread.join()
         for name in _INOTIFY_LOGGERS:
             logging.getLogger(name).removeHandler(self._spotter)
         try:
@@ -231,8 +243,32 @@ class Watcher:
             return False
         self.batches += 1
         self._log(report, len(paths), time.perf_counter() - started)
-        self._write_heartbeat()
         return True
+
+    def _beat(self) -> None:
+        """Beat while the library folder is the one watched. One replaced (a backup restored,
+        a folder swapped in) is watched anew and reconciled; while it is gone, no beat, so
+        readers sync for themselves instead of trusting a watcher that sees nothing."""
+        lost = False
+        while not self._stopping.wait(_BEAT):
+            try:
+                now = _identity(self.root)
+            except OSError:
+                if not lost:
+                    log.error("the library folder %s is gone; watching for it to come back", self.root)
+                lost = True
+                continue
+            if now != self._root_id:
+                log.warning("the library folder %s was replaced: watching the new one", self.root)
+                self._root_id = now
+                self.index.recheck()  # it may hold another library
+                self._observer.unschedule_all()
+                self._observer.schedule(_Events(self), str(self.root), recursive=True)
+                self.request_reconcile("the library folder was replaced")
+            elif lost:
+                log.info("the library folder %s is back", self.root)
+            lost = False
+            self._write_heartbeat()
 
     def _log(self, report: SyncReport, events: int, seconds: float) -> None:
         for path, reason in report.errors:
@@ -250,19 +286,26 @@ class Watcher:
 
     def _write_heartbeat(self) -> None:
         """Tell other processes on this machine that the index is being kept current."""
-        data = {"pid": os.getpid(), "library": str(self.root), "at": time.time()}
+        lag = self.poll_interval if self.polling else 0.0  # how late it may notice a change
+        data = {"pid": os.getpid(), "library": str(self.root), "at": time.time(), "lag": lag}
         tmp = self._heartbeat.with_suffix(f".{os.getpid()}.tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self._heartbeat)
 
 
+def _identity(folder: Path) -> tuple[int, int]:
+    st = os.stat(folder)
+    return st.st_dev, st.st_ino
+
+
 def watcher_running(index: Index) -> bool:
-    """True while a live process on this machine keeps ``index`` current: its heartbeat is
-    newer than two reconcile periods and, where that can be asked safely, its pid is alive."""
+    """True while a live process on this machine keeps ``index`` current, soon enough that a
+    reader need not sync: its heartbeat is fresh, it notices changes within _TRUSTED_POLL
+    seconds and, where that can be asked safely, its pid is alive."""
     try:
         data = json.loads((index.path.parent / HEARTBEAT).read_text())
-        if time.time() - float(data["at"]) > 2 * 300.0:
+        if time.time() - float(data["at"]) > _FRESH or float(data.get("lag", 0)) > _TRUSTED_POLL:
             return False
         if os.name == "posix":
             os.kill(int(data["pid"]), 0)  # signal 0 only asks; on Windows it would kill

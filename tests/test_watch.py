@@ -842,6 +842,61 @@ def test_a_folder_moved_away_and_back_is_followed(replicas, tmp_path):
     assert_same_as_rebuild(index, target, tmp_path)
 
 
+def test_a_library_folder_replaced_while_watched_is_watched_anew(library, pm, tmp_path, caplog):
+    """A backup restored over the library (the folder moved away, a copy put in its place):
+    the watcher follows the new folder, not the old one, and while there is none it stops its
+    heartbeat, so readers sync for themselves."""
+    root = pm.get_plugin("tts_history.history").library.root
+    index = Index(root, path=tmp_path / "index" / "index.duckdb")
+    first = record(pm, text="before the restore")
+    backup = tmp_path / "backup"
+    with caplog.at_level(logging.INFO, logger="tts_history.watch"):
+        with Watcher(index, debounce=0.02, reconcile_every=None) as watcher:
+            eventually(lambda: index.list()["total"] == 1, "the start's reconcile", watcher)
+            os.rename(root, backup)
+            eventually(lambda: not watcher_running(index), "the heartbeat to stop")
+            assert "is gone" in caplog.text
+            shutil.copytree(backup, root)
+            eventually(lambda: watcher_running(index), "the heartbeat again")
+            later = record(pm, text="after the restore")  # into the restored folder
+            eventually(lambda: index.list()["total"] == 2, "the new folder's generation", watcher)
+            record(get_plugin_manager(backup), text="into the moved-away copy")
+            time.sleep(0.5)
+            watcher.wait_idle(SAFETY)
+            assert {i["id"] for i in index.list()["items"]} == {first.id, later.id}
+    assert "was replaced: watching the new one" in caplog.text
+    assert_same_as_rebuild(index, root, tmp_path)
+
+
+def test_readers_trust_only_a_watcher_that_beats_and_notices_changes_soon(library, pm, tmp_path):
+    root = pm.get_plugin("tts_history.history").library.root
+    index_path = tmp_path / "index" / "index.duckdb"
+    index = Index(root, path=index_path)
+    slow = WatchProcess(root, index_path, tmp_path / "slow.log", "--polling", "--poll-interval", "30")
+    try:
+        slow.wait_watching()
+        assert not watcher_running(index)  # it may take 30 s to see a change: readers sync
+        generation = record(pm, text="seen at once")
+        result = cli("--library", str(root), "--index", str(index_path), "show", generation.id)
+        assert result.returncode == 0 and "seen at once" in result.stdout
+    finally:
+        slow.stop()
+    watch = WatchProcess(root, index_path, tmp_path / "watch.log")
+    try:
+        watch.wait_watching()
+        eventually(lambda: watcher_running(index), "the heartbeat")
+        watch.proc.send_signal(signal.SIGSTOP)  # frozen: no batch, no heartbeat
+        eventually(lambda: not watcher_running(index), "a frozen watcher to lose trust")
+        generation = record(pm, text="while it is frozen")
+        result = cli("--library", str(root), "--index", str(index_path), "show", generation.id)
+        assert result.returncode == 0 and "while it is frozen" in result.stdout
+        watch.proc.send_signal(signal.SIGCONT)
+        eventually(lambda: watcher_running(index), "the heartbeat after it thaws")
+    finally:
+        watch.proc.send_signal(signal.SIGCONT)
+        watch.stop()
+
+
 # -- a host runs the watcher in its own process ----------------------------------------------
 
 
