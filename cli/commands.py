@@ -140,7 +140,8 @@ def info(ctx: Context, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def sync(ctx: Context, every_file: bool, full: bool, rebuild: bool, as_json: bool) -> None:
-    """Bring the index in step with the library folder.
+    """Bring the index in step with the library folder. Exits 1 if a sidecar could not be
+    read (each is named; everything else is applied).
 
     Only folders whose own time changed are listed: files are added, renamed into place and
     removed by every sync tool, and each of those changes its folder.
@@ -161,6 +162,8 @@ def sync(ctx: Context, every_file: bool, full: bool, rebuild: bool, as_json: boo
             f"added {report.added}, updated {report.updated}, removed {report.removed}, "
             f"errors {len(report.errors)}"
         )
+    if report.errors:  # the rest is applied; a script or cron job still learns of them
+        raise click.exceptions.Exit(1)
 
 
 @main.command(name="list")

@@ -361,6 +361,8 @@ def _deep_window(
 # versions' 13 from the index instead cost 6-8 ms at 1M for a row a process had not read yet
 # (each column's block is loaded for it), and 3-4 ms after; this costs ~1.2 and ~0.5 ms.
 _GET = "SELECT sidecar_path, profile_id FROM generation_rows WHERE id = $id AND NOT shadowed"
+# a sidecar of that name the last sync could not read (its id is only in its name)
+_UNREADABLE = "SELECT path, error FROM files WHERE error IS NOT NULL AND ends_with(path, $name) LIMIT 1"
 
 
 def get_generation(
@@ -372,6 +374,12 @@ def get_generation(
     :class:`SidecarError` (naming the file) for one that can no longer be read."""
     row = con.execute(_GET, {"id": generation_id}).fetchone()
     if row is None:
+        unreadable = con.execute(_UNREADABLE, {"name": f"/{generation_id}.parquet"}).fetchone()
+        if unreadable is not None:
+            raise NotFoundError(
+                f"generation {generation_id!r} cannot be read: its sidecar "
+                f"{_absolute(library, unreadable[0])}: {unreadable[1]}"
+            )
         raise NotFoundError(f"generation {generation_id!r} not found")
     sidecar_path, profile_id = row
     try:

@@ -134,12 +134,22 @@ def test_sync_reports_and_rebuild_gives_the_same_answers(lib):
     broken = cli_lib_root(lib) / "generations" / "2020" / "01" / "01"
     broken.mkdir(parents=True)
     (broken / "bad-sidecar.parquet").write_bytes(b"not parquet at all")
-    report = js(*lib, "sync")
+    result = cli(*lib, "sync", "--json")
+    assert result.returncode == 1  # a sidecar could not be read: a script learns of it
+    report = json.loads(result.stdout)
     assert report["errors"] and report["errors"][0]["path"].endswith("bad-sidecar.parquet")
+    result = cli(*lib, "sync")
+    assert result.returncode == 1 and "bad-sidecar.parquet" in result.stderr
+    assert "errors 1" in result.stdout
     assert "unreadable" in ok(*lib, "info")
-    rebuilt = js(*lib, "sync", "--rebuild")
+    result = cli(*lib, "sync", "--rebuild", "--json")
+    rebuilt = json.loads(result.stdout)
     # two generation sidecars and the profile sidecar of "Default"
-    assert rebuilt["added"] == 3 and len(rebuilt["errors"]) == 1
+    assert result.returncode == 1 and rebuilt["added"] == 3 and len(rebuilt["errors"]) == 1
+    with pytest.raises(AssertionError):
+        js(*lib, "show", "bad-sidecar")
+    shown = cli(*lib, "show", "bad-sidecar")
+    assert shown.returncode == 1 and "cannot be read" in shown.stderr and "bad-sidecar.parquet" in shown.stderr
     assert js(*lib, "list") == before
 
 

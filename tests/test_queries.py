@@ -581,7 +581,7 @@ def test_get_reads_the_record_from_the_sidecar_the_index_finds(own_history, pm):
         index.get("g04")
     assert str(damaged) in str(caught.value)
     index.sync(every_file=True)  # written over in place: its folder's stat is unchanged
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match="'g04' cannot be read: its sidecar .*g04.parquet: not a readable"):
         index.get("g04")
     assert index.unreadable()[0]["path"].endswith("g04.parquet")
 
