@@ -76,8 +76,11 @@ def _listing(ctx: Context, search: str | None, as_json: bool, limit: int, offset
         click.echo("No generations match." if result["total"] == 0 else "No more generations.")
         return
     click.echo(generation_rows(result["items"]))
-    first = offset + 1
-    click.echo(f"\n{first}-{first + len(result['items']) - 1} of {result['total']}", err=True)
+    if cursor is None:
+        first = offset + 1
+        click.echo(f"\n{first}-{first + len(result['items']) - 1} of {result['total']}", err=True)
+    else:  # where the page starts is not counted: a cursor page costs no more than the first
+        click.echo(f"\n{len(result['items'])} after the cursor, of {result['total']}", err=True)
     if result["next_cursor"]:
         click.echo(f"next page: --cursor {result['next_cursor']}", err=True)
 

@@ -257,3 +257,17 @@ def test_history_cleanup_refuses_what_is_no_number_of_days(lib):
     for days in (float("nan"), float("inf"), -1):
         with pytest.raises(InvalidValueError, match="number of days"):
             history.cleanup(older_than_days=days, dry_run=True)
+
+
+def test_list_pages_by_offset_and_by_cursor_say_where_they_are(lib):
+    for word in ("one", "two", "three", "four", "five"):
+        js(*lib, "speak", word)
+    first = cli(*lib, "list", "--limit", "2")
+    assert first.returncode == 0 and "1-2 of 5" in first.stderr
+    cursor = js(*lib, "list", "--limit", "2")["next_cursor"]
+    assert f"--cursor {cursor}" in first.stderr
+    by_offset = cli(*lib, "list", "--limit", "2", "--offset", "2")
+    by_cursor = cli(*lib, "list", "--limit", "2", "--cursor", cursor)
+    assert by_offset.stdout == by_cursor.stdout  # the same rows
+    assert "3-4 of 5" in by_offset.stderr
+    assert "2 after the cursor, of 5" in by_cursor.stderr and "1-2" not in by_cursor.stderr
