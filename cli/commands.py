@@ -268,7 +268,7 @@ def favorite(ctx: Context, generation_id: str, value: bool | None, as_json: bool
         click.echo(f"{generation_id} is {'now' if state else 'no longer'} a favorite")
 
 
-def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+def _finite_days(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):  # FloatRange lets NaN through
         raise click.BadParameter(f"{value} is not a number of days")
     return value
@@ -277,7 +277,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 @main.command()
 @click.option("--failed", is_flag=True, help="Failed generations.")
 @click.option("--profile-id", help="Generations of this profile.")
-@click.option("--older-than", type=click.FloatRange(min=0), callback=_finite,
+@click.option("--older-than", type=click.FloatRange(min=0), callback=_finite_days,
               help="Generations older than DAYS.")
 @click.option("--include-favorites", is_flag=True, help="Remove favorites too (kept by default).")
 @click.option("--orphans", is_flag=True,

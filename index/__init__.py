@@ -48,22 +48,21 @@ class IndexPathError(LibraryError):
 
 
 # a DuckDB file's magic, after its header's checksum
-_DUCKDB_MAGIC = (8, b"DUCK")
+_MAGIC_AT, _MAGIC = 8, b"DUCK"
 
 
 def _check_duckdb_file(path: Path) -> None:
     """Refuse to open, and so perhaps to replace, an existing file that is no DuckDB database
     (a typo in --index must not cost a document, a sidecar or library.json). An empty file
     is a creation cut short."""
-    at, magic = _DUCKDB_MAGIC
     try:
         with open(path, "rb") as f:
-            head = f.read(at + len(magic))
+            head = f.read(_MAGIC_AT + len(_MAGIC))
     except IsADirectoryError:
         raise IndexPathError(f"{path}: is a folder, not an index file") from None
     except FileNotFoundError:
         return
-    if head and head[at:] != magic:
+    if head and head[_MAGIC_AT:] != _MAGIC:
         raise IndexPathError(
             f"{path}: is not a tts-history index (not a DuckDB database); it is left as it is: "
             "choose another index path, or remove it if it is an index that was damaged"
