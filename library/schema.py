@@ -116,15 +116,19 @@ def _json_default(value: Any) -> str:
 def _encode(row: dict[str, Any], row_type: pa.StructType) -> pa.Buffer:
     # one conversion of the whole row: half the time of Table.from_pylist's, column by column
     batch = pa.RecordBatch.from_struct_array(pa.array([row], row_type))
-    table = pa.Table.from_batches([batch])
     record = json.dumps(row, default=_json_default, ensure_ascii=False, separators=(",", ":"))
-    table = table.replace_schema_metadata({RECORD_KEY: record.encode()})
 
     # One row: statistics and dictionaries only cost time and bytes; snappy is as small as
-    # zstd here and twice as fast to write. Encoded into an Arrow buffer, not a Python file,
-    # whose call per small write costs a third of the time.
+    # zstd here and twice as fast to write. No copy of the Arrow schema (5.6 KB, 43% of the
+    # file): the Parquet types alone read back as exactly the schema. Encoded into an Arrow
+    # buffer, not a Python file, whose call per small write costs a third of the time.
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="snappy", write_statistics=False, use_dictionary=False)
+    with pq.ParquetWriter(
+        sink, batch.schema, compression="snappy", write_statistics=False, use_dictionary=False,
+        store_schema=False,
+    ) as writer:
+        writer.write_batch(batch)
+        writer.add_key_value_metadata({RECORD_KEY: record.encode()})
     return sink.getvalue()
 
 

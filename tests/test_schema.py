@@ -116,6 +116,19 @@ def full_record(**overrides) -> dict:
     return record
 
 
+def test_the_parquet_types_alone_read_back_as_the_schemas(tmp_path):
+    """Sidecars carry no copy of the Arrow schema: what any Parquet reader sees of their
+    columns (types, time zones, nullability) must be the schema itself."""
+    generation = tmp_path / "g1.parquet"
+    schema.write_generation(generation, full_record(extra={"k": "v"}))
+    profile = tmp_path / "p1.parquet"
+    schema.write_profile(profile, {"id": "p1", "name": "Ada", "description": None, "language": "en",
+                                   "extra": "{}", "created_at": NOW, "updated_at": NOW})
+    for path, expected in ((generation, schema.GENERATION_SCHEMA), (profile, schema.PROFILE_SCHEMA)):
+        assert b"ARROW:schema" not in (pq.read_metadata(path).metadata or {})
+        assert pq.read_table(path).schema.remove_metadata().equals(expected)
+
+
 def test_the_footer_carries_the_record_and_both_copies_agree(tmp_path):
     path = tmp_path / "g1.parquet"
     record = full_record(text="Grüße 日本語 ❤️", extra={"k": "v"}, seed=7)
