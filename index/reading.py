@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -29,6 +30,7 @@ from .text import SIGNATURE_COLUMNS, normalize, signatures
 log = logging.getLogger("tts_history.index")
 
 SAMPLE = 16  # files of a batch looked at to tell whether it is in the page cache
+_ADVISERS = 8  # threads opening files for read-ahead
 HELPER_MIN = 4000  # sidecars to read before a helper process pays for its start (~0.3 s)
 # records held as dicts before they become Arrow columns: a dict costs ~5 KB, its columns ~1 KB
 _ROWS = 500
@@ -86,9 +88,17 @@ def _cached(root: str, paths: list[str]) -> bool:
 def _will_need(root: str, paths: list[str]) -> None:
     """Ask the kernel to read these files ahead, unless a sample of them is already in the page
     cache. Sidecars that are not are then read from the disk many at a time, not one after
-    another as they are parsed (a cold build of 1M: 301 s, not 932; of 100k: 14-16 s, not 19-21)."""
+    another as they are parsed (a cold build of 1M: 301 s, not 932; of 100k: 14-16 s, not 19-21).
+    Opening a file reads its inode, synchronously: several threads keep several reads queued
+    (7.4 KB sidecars, 1M cold: 363 s with eight threads, 398 s with one)."""
     if _cached(root, paths[:: max(1, len(paths) // SAMPLE)]):
         return
+    with ThreadPoolExecutor(_ADVISERS, thread_name_prefix="tts-history-readahead") as pool:
+        # interleaved, so that the read-ahead moves through the batch in the order it is parsed
+        list(pool.map(_advise, [root] * _ADVISERS, [paths[i::_ADVISERS] for i in range(_ADVISERS)]))
+
+
+def _advise(root: str, paths: list[str]) -> None:
     for fd in _opened(root, paths):
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
