@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -93,9 +92,16 @@ def _will_need(root: str, paths: list[str]) -> None:
     (1M cold, 7.4 KB sidecars: 363 s with eight threads; the bench's rebuild with one, 398 s)."""
     if _cached(root, paths[:: max(1, len(paths) // SAMPLE)]):
         return
-    with ThreadPoolExecutor(_ADVISERS, thread_name_prefix="tts-history-readahead") as pool:
-        # interleaved, so that the read-ahead moves through the batch in the order it is parsed
-        list(pool.map(_advise, [root] * _ADVISERS, [paths[i::_ADVISERS] for i in range(_ADVISERS)]))
+    # interleaved, so that the read-ahead moves through the batch in the order it is parsed;
+    # daemon threads, like their caller's, so that a process ending early never waits for them
+    advisers = [
+        threading.Thread(target=_advise, args=(root, paths[i::_ADVISERS]), daemon=True)
+        for i in range(_ADVISERS)
+    ]
+    for thread in advisers:
+        thread.start()
+    for thread in advisers:
+        thread.join()
 
 
 def _advise(root: str, paths: list[str]) -> None:
