@@ -10,6 +10,7 @@ partial file), but a power cut may lose the last changes. Like SQLite's ``synchr
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import secrets
@@ -23,6 +24,8 @@ from typing import BinaryIO
 TEMP_SUFFIX = ".tmp"
 FSYNC = os.environ.get("TTS_HISTORY_FSYNC", "1") != "0"
 _CHUNK = 1 << 20  # bytes a copy reads at a time
+# a temp file's buffer, given so that open() does not probe the new file (isatty, fstat) for one
+_BUFFER = io.DEFAULT_BUFFER_SIZE
 
 
 _TEMP = re.compile(rf"\..+\.[0-9a-f]{{12}}{re.escape(TEMP_SUFFIX)}")
@@ -84,10 +87,14 @@ def write_temp(
     """Write a temp file beside ``path`` (named ``tmp``, else a new :func:`temp_path`) and
     return its name; remove it on failure. Durable on return, unless ``sync=False`` leaves
     that to a later :func:`fsync_file` (a :class:`Syncer`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp or temp_path(path)
     try:
-        with open(tmp, "xb") as f:
+        f = open(tmp, "xb", buffering=_BUFFER)
+    except FileNotFoundError:  # the folder is new: made here, not checked before every write
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(tmp, "xb", buffering=_BUFFER)
+    try:
+        with f:
             write(f)
             f.flush()
             if FSYNC and sync:
