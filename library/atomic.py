@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
 TEMP_SUFFIX = ".tmp"
 FSYNC = os.environ.get("TTS_HISTORY_FSYNC", "1") != "0"
@@ -81,6 +81,16 @@ def fsync_file(path: Path) -> None:
         _fsync(path, os.O_RDWR)  # Windows flushes only a handle open for writing
 
 
+def open_making_folder(path: Path, mode: str, **options: Any) -> IO[Any]:
+    """``open(path, mode)``, making the file's folder first if it is missing. Made only when the
+    open finds it so: a mkdir before every open fails, and then stats, nearly every time."""
+    try:
+        return open(path, mode, **options)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, mode, **options)
+
+
 def write_temp(
     path: Path, write: Callable[[BinaryIO], None], tmp: Path | None = None, *, sync: bool = True
 ) -> Path:
@@ -88,11 +98,7 @@ def write_temp(
     return its name; remove it on failure. Durable on return, unless ``sync=False`` leaves
     that to a later :func:`fsync_file` (a :class:`Syncer`)."""
     tmp = tmp or temp_path(path)
-    try:
-        f = open(tmp, "xb", buffering=_BUFFER)
-    except FileNotFoundError:  # the folder is new: made here, not checked before every write
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(tmp, "xb", buffering=_BUFFER)
+    f = open_making_folder(tmp, "xb", buffering=_BUFFER)
     try:
         with f:
             write(f)

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .atomic import open_making_folder
+
 try:
     import fcntl
 except ImportError:  # Windows: the in-process lock still serialises threads
@@ -25,7 +27,6 @@ def locked(path: Path) -> Iterator[None]:
         if fcntl is None:
             yield
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
+        with open_making_folder(path, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, even on kill -9
             yield

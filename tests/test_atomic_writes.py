@@ -464,3 +464,17 @@ def test_a_syncer_makes_files_durable_and_raises_what_an_fsync_raised(tmp_path):
         syncer.submit([tmp_path / "gone.wav"])
         with pytest.raises(FileNotFoundError, match="gone.wav"):
             syncer.submit(files)
+
+
+def test_a_temp_file_makes_its_folders_and_never_removes_a_file_it_could_not_create(tmp_path):
+    tmp = write_temp(tmp_path / "2026" / "12" / "07" / "g.parquet", lambda f: f.write(b"row"))
+    assert tmp.parent == tmp_path / "2026" / "12" / "07" and tmp.read_bytes() == b"row"
+    # a temp name already taken: the open fails, and the file that holds it is left as it was
+    with pytest.raises(FileExistsError):
+        write_temp(tmp_path / "other.parquet", lambda f: f.write(b"new"), tmp)
+    assert tmp.read_bytes() == b"row"
+    # a folder that cannot be made: the error names it, and nothing is left behind
+    (tmp_path / "plain").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="plain"):
+        write_temp(tmp_path / "plain" / "g.parquet", lambda f: f.write(b"row"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2026", "plain"]
