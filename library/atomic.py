@@ -9,11 +9,13 @@ partial file), but a power cut may lose the last changes. Like SQLite's ``synchr
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import os
 import re
 import secrets
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -116,22 +118,53 @@ def _fsync_files(paths: list[Path]) -> None:
         fsync_file(path)
 
 
-class Syncer:
-    """fsyncs of files written with ``sync=False``, made by a few threads of their own: a writer
-    need not wait for the disk, and concurrent fsyncs share the journal's commits. At most
-    ``window`` batches are pending; :meth:`submit` then waits for the oldest, so writers never
-    run far ahead of the disk. Use it as a context manager: on exit no fsync is still running."""
+def _filesystem_sync() -> Callable[[int], int] | None:
+    """Linux's syncfs(2), which makes every file of a file system durable in one call, where it
+    also reports the write errors of that file system's earlier writebacks (Linux 5.8 on);
+    elsewhere None."""
+    version = re.match(r"(\d+)\.(\d+)", os.uname().release) if sys.platform == "linux" else None
+    if version is None or tuple(map(int, version.groups())) < (5, 8):
+        return None
+    return getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
 
-    def __init__(self, threads: int = 8, window: int = 256) -> None:
+
+_SYNCFS = _filesystem_sync()
+
+
+class Syncer:
+    """Makes files written with ``sync=False`` durable, without the writer waiting for the disk.
+
+    Given the ``root`` folder they are written below, on Linux: by syncfs(2) of root's file
+    system, one call for them all, started in the background every ``window`` files and once
+    more in :meth:`wait`; that is less work than an fsync per file (importing 5,120 generations,
+    1-4 s of 13-16). Files on another file system than root (a mount below it), and every file
+    elsewhere, are fsynced one by one, by a few threads of their own (concurrent fsyncs share
+    the journal's commits). At most ``window`` batches are pending; :meth:`submit` then waits
+    for the oldest, so writers never run far ahead of the disk. Use it as a context manager: on
+    exit no fsync is still running."""
+
+    def __init__(self, root: Path | None = None, *, threads: int = 8, window: int = 256) -> None:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tts-history-fsync")
         self._pending: deque[Future[None]] = deque()
         self._lock = threading.Lock()
         self._window = window
+        self._root: tuple[str, int, int] | None = None  # root, an fd open on it, its device
+        self._on_root: dict[str, bool] = {}  # folder: whether it is on root's file system
+        self._unsynced = 0  # files on root's file system written since the last syncfs began
+        self._syncing: Future[None] | None = None
+        if FSYNC and root is not None and _SYNCFS is not None:
+            # opened before the first write: syncfs reports the errors since the fd was opened
+            fd = os.open(root, os.O_RDONLY)
+            self._root = (str(root), fd, os.fstat(fd).st_dev)
 
     def submit(self, paths: list[Path]) -> None:
-        """fsync ``paths`` in the background; raises what an earlier batch's fsync raised."""
+        """Make ``paths`` durable in the background; raises what an earlier batch's sync raised."""
         if not FSYNC:
             return
+        if self._root is not None:
+            paths = [path for path in paths if not self._on_root_fs(path)]
+            if not paths:
+                return
         future = self._pool.submit(_fsync_files, paths)
         with self._lock:
             self._pending.append(future)
@@ -139,20 +172,57 @@ class Syncer:
         if oldest is not None:
             oldest.result()
 
+    def _on_root_fs(self, path: Path) -> bool:
+        """Whether ``path`` is left to syncfs; starts one when ``window`` files wait for it."""
+        assert self._root is not None
+        folder = os.path.dirname(path)
+        with self._lock:
+            same = self._on_root.get(folder)
+            if same is None:
+                same = self._on_root[folder] = os.stat(folder).st_dev == self._root[2]
+            if not same:
+                return False
+            self._unsynced += 1
+            start = self._unsynced >= self._window and (self._syncing is None or self._syncing.done())
+            if start:
+                previous, self._unsynced = self._syncing, 0
+                self._syncing = self._pool.submit(self._syncfs)
+        if start and previous is not None:
+            previous.result()  # an error is raised once, by the writer that finds it
+        return True
+
+    def _syncfs(self) -> None:
+        assert self._root is not None and _SYNCFS is not None
+        if _SYNCFS(self._root[1]) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"cannot make the files written below {self._root[0]} durable: "
+                          f"{os.strerror(code)}")
+
     def wait(self) -> None:
-        """Wait until every file submitted is durable; raises the first fsync's error."""
+        """Wait until every file submitted is durable; raises the first sync's error."""
         while True:
             with self._lock:
                 if not self._pending:
-                    return
+                    break
                 future = self._pending.popleft()
             future.result()
+        if self._root is not None:
+            with self._lock:
+                syncing, self._syncing = self._syncing, None
+                unsynced, self._unsynced = self._unsynced, 0
+            if syncing is not None:
+                syncing.result()
+            if unsynced:
+                self._syncfs()
 
     def __enter__(self) -> Syncer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._root is not None:
+            os.close(self._root[1])
+            self._root = None
 
 
 def commit_temp(tmp: Path, path: Path, *, replace: bool = True, sync_folder: bool = True) -> None:

@@ -229,8 +229,9 @@ class HistoryPlugin:
         ``record`` under its own ``id``, new to this library (the importer's are fresh UUIDs),
         ``audio`` its versions' by version id, checked and in temp files (see
         :func:`.audio.from_stream`; ``sync=False`` is best). ``add`` writes the sidecar under a
-        temp name, and hands it and the audio to threads that fsync them while the caller
-        reads on. When the block ends and every one of them is durable, the audio and then the
+        temp name, and hands it and the audio to a :class:`.Syncer`, which makes them durable
+        while the caller reads on (on Linux, one syncfs of the library's file system for many
+        files). When the block ends and every one of them is durable, the audio and then the
         sidecars are moved into place under the lock, one fsync per folder; if anything fails,
         every file written is removed again."""
         # for the move only the paths are kept, as text, and the records only for the plugins
@@ -238,7 +239,7 @@ class HistoryPlugin:
         recorded = None if self.hook is None else self.hook.tts_history_generation_recorded
         hooked = recorded is not None and bool(recorded.get_hookimpls())
         staged: list[tuple[str, str, list[tuple[str, str]], dict[str, Any] | None]] = []
-        syncer = Syncer()
+        syncer = Syncer(self.library.root)
 
         def add(record: dict[str, Any], audio: Mapping[str, audio_io.PreparedAudio]) -> None:
             try:

@@ -22,6 +22,7 @@ What is proven here:
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import io
@@ -1161,18 +1162,42 @@ def test_a_failure_while_moving_into_place_takes_back_what_was_moved(archive, tm
     assert target.list(limit=100)["total"] == 0
 
 
-def test_every_file_is_durable_before_it_is_moved_into_place(archive, tmp_path, monkeypatch):
-    """The fsyncs of an import run on threads of their own while it reads on: still, every
-    audio file and sidecar is fsynced under its temp name before the move that shows it."""
+# how an import makes its files durable: by syncfs of the library's file system where Linux
+# has it, else (and always, elsewhere) by an fsync per file
+SYNCS = ["syncfs", "fsync per file"]
+
+
+def _sync_by(how, monkeypatch):
     import tts_history.library.atomic as atomic
+
+    if how == "syncfs" and atomic._SYNCFS is None:
+        pytest.skip("no syncfs here (Linux 5.8 and later)")
+    if how == "fsync per file":
+        monkeypatch.setattr(atomic, "_SYNCFS", None)
+    return atomic
+
+
+@pytest.mark.parametrize("how", SYNCS)
+def test_every_file_is_durable_before_it_is_moved_into_place(archive, tmp_path, monkeypatch, how):
+    """The syncs of an import run on threads of their own while it reads on: still, every
+    audio file and sidecar is made durable under its temp name before the move that shows it."""
     import tts_history.plugin.history as plugin_history
 
+    atomic = _sync_by(how, monkeypatch)
     synced: set[Path] = set()
-    fsync_file, commit_temp = atomic.fsync_file, plugin_history.commit_temp
+    fsync_file, syncfs, commit_temp = atomic.fsync_file, atomic._SYNCFS, plugin_history.commit_temp
+    root = tmp_path / "target"
 
     def recorded_fsync(path):
         fsync_file(path)
         synced.add(Path(path))
+
+    def recorded_syncfs(fd):
+        # every file closed before the call is durable once it returns
+        written = {Path(folder) / name for folder, _, names in os.walk(root) for name in names}
+        result = syncfs(fd)
+        synced.update(written)
+        return result
 
     moved, unsynced = [], []
 
@@ -1183,19 +1208,21 @@ def test_every_file_is_durable_before_it_is_moved_into_place(archive, tmp_path, 
         return commit_temp(tmp, path, **kwargs)
 
     monkeypatch.setattr(atomic, "fsync_file", recorded_fsync)
+    if syncfs is not None:
+        monkeypatch.setattr(atomic, "_SYNCFS", recorded_syncfs)
     monkeypatch.setattr(plugin_history, "commit_temp", checked_commit)
-    report = make_history(tmp_path / "target").import_archives([archive])
+    report = make_history(root).import_archives([archive])
     assert report.imported
     assert len(moved) > len(report.imported)  # the audio and the sidecars
     assert unsynced == []
 
 
-def test_a_failed_fsync_takes_back_every_generation_of_the_call(archive, tmp_path, monkeypatch):
-    """The disk reports a write-back error on the fifth file's fsync, found while the import
-    reads on: the import raises it, and leaves nothing behind."""
-    import tts_history.library.atomic as atomic
-
-    fsync_file = atomic.fsync_file
+@pytest.mark.parametrize("how", SYNCS)
+def test_a_failed_sync_takes_back_every_generation_of_the_call(archive, tmp_path, monkeypatch, how):
+    """The disk reports a write-back error (on the fifth file's fsync, or on the syncfs of the
+    library's file system): the import raises it, and leaves nothing behind."""
+    atomic = _sync_by(how, monkeypatch)
+    fsync_file, syncfs = atomic.fsync_file, atomic._SYNCFS
     calls = []
 
     def failing_fsync(path):
@@ -1204,12 +1231,24 @@ def test_a_failed_fsync_takes_back_every_generation_of_the_call(archive, tmp_pat
             raise OSError(errno.EIO, "Input/output error", str(path))
         fsync_file(path)
 
-    monkeypatch.setattr(atomic, "fsync_file", failing_fsync)
+    def failing_syncfs(fd):
+        calls.append(fd)
+        syncfs(fd)
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    if syncfs is None:
+        monkeypatch.setattr(atomic, "fsync_file", failing_fsync)
+    else:
+        monkeypatch.setattr(atomic, "_SYNCFS", failing_syncfs)
     target = make_history(tmp_path / "target")
     before = snapshot(target.library.root)
-    with pytest.raises(OSError, match="Input/output error"):
+    words = "Input/output error"
+    if syncfs is not None:  # the error names the library whose files it could not make durable
+        words = re.escape(f"below {target.library.root} durable: {words}")
+    with pytest.raises(OSError, match=words):
         target.import_archives([archive])
-    assert len(calls) >= 5
+    assert len(calls) >= (5 if syncfs is None else 1)
     assert snapshot(target.library.root) == before
     monkeypatch.undo()
     assert target.list(limit=100)["total"] == 0

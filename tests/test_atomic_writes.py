@@ -12,15 +12,18 @@ nothing behind in the library.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import json
 import os
 import random
+import re
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -33,7 +36,7 @@ import soundfile as sf
 from helpers import RATE, make_generation, record, tone
 from tts_history import Audio, Version
 from tts_history.index import Index
-from tts_history.library import schema
+from tts_history.library import atomic, schema
 from tts_history.library.atomic import Syncer, write_temp
 from tts_history.plugin import InvalidAudioError
 from tts_history.plugin import audio as audio_io
@@ -464,6 +467,68 @@ def test_a_syncer_makes_files_durable_and_raises_what_an_fsync_raised(tmp_path):
         syncer.submit([tmp_path / "gone.wav"])
         with pytest.raises(FileNotFoundError, match="gone.wav"):
             syncer.submit(files)
+
+
+needs_syncfs = pytest.mark.skipif(atomic._SYNCFS is None, reason="no syncfs here (Linux 5.8 and later)")
+
+
+@needs_syncfs
+def test_a_syncer_given_the_root_syncs_its_file_system_every_window_and_at_the_end(tmp_path, monkeypatch):
+    syncfs = atomic._SYNCFS
+    calls = []
+
+    def counted(fd):
+        calls.append(fd)
+        return syncfs(fd)
+
+    monkeypatch.setattr(atomic, "_SYNCFS", counted)
+    files = [write_temp(tmp_path / f"f{i}.wav", lambda f: f.write(b"x" * 4096), sync=False) for i in range(5)]
+    with Syncer(tmp_path, window=2) as syncer:
+        syncer.submit(files[:2])  # a window's worth: one syncfs starts in the background
+        syncer.submit(files[2:])
+        syncer.wait()  # and one more for the files written since it began
+        assert len(calls) >= 2
+        waited = len(calls)
+        syncer.wait()  # nothing new: no call
+        assert len(calls) == waited
+        # a file that is gone is no error: syncfs makes the file system durable, not a name
+        syncer.submit([tmp_path / "gone.wav"])
+        syncer.wait()
+
+
+@needs_syncfs
+def test_a_failed_syncfs_is_raised_naming_the_root_by_a_later_submit_or_the_wait(tmp_path, monkeypatch):
+    def failing(fd):
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(atomic, "_SYNCFS", failing)
+    files = [write_temp(tmp_path / f"f{i}.wav", lambda f: f.write(b"x"), sync=False) for i in range(4)]
+    words = re.escape(f"files written below {tmp_path} durable: Input/output error")
+    with Syncer(tmp_path) as syncer:
+        syncer.submit(files)
+        with pytest.raises(OSError, match=words) as raised:
+            syncer.wait()
+        assert raised.value.errno == errno.EIO
+    with Syncer(tmp_path, window=1) as syncer:
+        syncer.submit(files[:1])  # starts a syncfs, which fails in the background
+        with pytest.raises(OSError, match=words):
+            for _ in range(100):  # the first submit after it ended raises its error
+                time.sleep(0.01)
+                syncer.submit(files[1:2])
+
+
+@needs_syncfs
+def test_a_syncer_fsyncs_files_on_another_file_system_than_the_root_one_by_one(tmp_path):
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system to write to")
+    with tempfile.TemporaryDirectory(dir=other) as elsewhere:
+        gone = Path(elsewhere) / "gone.wav"  # an fsync of it fails; syncfs would not notice
+        with Syncer(tmp_path) as syncer:
+            syncer.submit([gone])
+            with pytest.raises(FileNotFoundError, match="gone.wav"):
+                syncer.wait()
 
 
 def test_a_temp_file_makes_its_folders_and_never_removes_a_file_it_could_not_create(tmp_path):
