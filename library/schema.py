@@ -113,11 +113,16 @@ def _json_default(value: Any) -> str:
     raise TypeError(f"{value!r} cannot go into a sidecar record")
 
 
-def _encode(row: dict[str, Any], row_type: pa.StructType) -> pa.Buffer:
-    # one conversion of the whole row: half the time of Table.from_pylist's, column by column
-    batch = pa.RecordBatch.from_struct_array(pa.array([row], row_type))
-    record = json.dumps(row, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+def _encode(rows: list[dict[str, Any]], row_type: pa.StructType) -> list[pa.Buffer]:
+    # One conversion of all the rows, each written from its slice: converting a row takes
+    # ten times longer alone than among many (0.05 ms and 0.005), and a slice's file is byte
+    # for byte the file of the row alone.
+    batch = pa.RecordBatch.from_struct_array(pa.array(rows, row_type))
+    return [_encode_row(batch.slice(i, 1), row) for i, row in enumerate(rows)]
 
+
+def _encode_row(batch: pa.RecordBatch, row: dict[str, Any]) -> pa.Buffer:
+    record = json.dumps(row, default=_json_default, ensure_ascii=False, separators=(",", ":"))
     # One row: statistics and dictionaries only cost time and bytes; snappy is as small as
     # zstd here and twice as fast to write. No copy of the Arrow schema (5.6 KB, 43% of the
     # file): the Parquet types alone read back as exactly the schema. Encoded into an Arrow
@@ -132,9 +137,14 @@ def _encode(row: dict[str, Any], row_type: pa.StructType) -> pa.Buffer:
     return sink.getvalue()
 
 
+def encode_generations(records: list[dict[str, Any]]) -> list[pa.Buffer]:
+    """The bytes of each record's sidecar: the same as :func:`encode_generation`'s, in less time."""
+    return _encode([{**record, "schema_version": SCHEMA_VERSION} for record in records], _GENERATION_ROW)
+
+
 def encode_generation(record: dict[str, Any]) -> pa.Buffer:
     """The bytes of ``record``'s sidecar."""
-    return _encode({**record, "schema_version": SCHEMA_VERSION}, _GENERATION_ROW)
+    return encode_generations([record])[0]
 
 
 def write_generation(path: Path, record: dict[str, Any]) -> None:
@@ -142,7 +152,7 @@ def write_generation(path: Path, record: dict[str, Any]) -> None:
 
 
 def write_profile(path: Path, record: dict[str, Any]) -> None:
-    atomic_write_bytes(path, _encode({**record, "schema_version": SCHEMA_VERSION}, _PROFILE_ROW))
+    atomic_write_bytes(path, _encode([{**record, "schema_version": SCHEMA_VERSION}], _PROFILE_ROW)[0])
 
 
 def read_row(path: Path | str, kind: str, expected_id: str | None = None) -> dict[str, Any]:

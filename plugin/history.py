@@ -27,6 +27,8 @@ log = logging.getLogger("tts_history")
 
 # new audio in its temp file, and where it goes once the sidecar naming it is encoded
 _Staged = tuple[audio_io.PreparedAudio, Path]
+# an imported record, and its versions' audio, checked and in temp files, by version id
+ImportItem = tuple[dict[str, Any], Mapping[str, audio_io.PreparedAudio]]
 
 _AUDIO_FIELDS = ("audio_path", "duration", "sample_rate", "channels", "audio_bytes", "audio_sha256")
 ORIGINAL_LABEL = "original"
@@ -223,17 +225,18 @@ class HistoryPlugin:
     @contextmanager
     def import_records(
         self,
-    ) -> Iterator[Callable[[dict[str, Any], Mapping[str, audio_io.PreparedAudio]], None]]:
+    ) -> Iterator[Callable[[Sequence[ImportItem]], None]]:
         """Write complete records that came from elsewhere (an archive, another app): all of
-        them, or on any error none. Yields ``add(record, audio)``, which several threads may call:
-        ``record`` under its own ``id``, new to this library (the importer's are fresh UUIDs),
-        ``audio`` its versions' by version id, checked and in temp files (see
-        :func:`.audio.from_stream`; ``sync=False`` is best). ``add`` writes the sidecar under a
-        temp name, and hands it and the audio to a :class:`.Syncer`, which makes them durable
-        while the caller reads on (on Linux, one syncfs of the library's file system for many
-        files). When the block ends and every one of them is durable, the audio and then the
-        sidecars are moved into place under the lock, one fsync per folder; if anything fails,
-        every file written is removed again."""
+        them, or on any error none. Yields ``add(items)``, which several threads may call:
+        ``items`` is a few ``(record, audio)`` pairs (a few at a time: their sidecars are
+        encoded together, in less time), ``record`` under its own ``id``, new to this library
+        (the importer's are fresh UUIDs), ``audio`` its versions' by version id, checked and in
+        temp files (see :func:`.audio.from_stream`; ``sync=False`` is best). ``add`` writes the
+        sidecars under temp names, and hands them and the audio to a :class:`.Syncer`, which
+        makes them durable while the caller reads on (on Linux, one syncfs of the library's
+        file system for many files). When the block ends and every one of them is durable, the
+        audio and then the sidecars are moved into place under the lock, one fsync per folder;
+        if anything fails, every file written is removed again."""
         # for the move only the paths are kept, as text, and the records only for the plugins
         # that are told of them: an import can be large
         recorded = None if self.hook is None else self.hook.tts_history_generation_recorded
@@ -241,30 +244,18 @@ class HistoryPlugin:
         staged: list[tuple[str, str, list[tuple[str, str]], dict[str, Any] | None]] = []
         syncer = Syncer(self.library.root)
 
-        def add(record: dict[str, Any], audio: Mapping[str, audio_io.PreparedAudio]) -> None:
+        def add(items: Sequence[ImportItem]) -> None:
             try:
-                check_id(record["id"], "id")
-                check_id(record["profile_id"], "profile_id")
-                moves = []
-                for version in record["versions"]:
-                    check_id(version["id"], "version id")
-                    prepared = audio[version["id"]]
-                    final = self.library.audio_path(
-                        record["id"], record["created_at"], version["id"], prepared.suffix
-                    )
-                    moves.append((str(prepared.tmp), str(final)))
-                    version.update(audio_path=self.library.relative(final), **prepared.facts())
-                if record["versions"]:
-                    _activate(record, record["active_version_id"] or record["versions"][0]["id"])
-                else:
-                    record.update({name: None for name in _AUDIO_FIELDS})
-                tmp, final = self.store.stage(record, sync=False)
+                every_moves = [self._import_moves(record, audio) for record, audio in items]
+                sidecars = self.store.stage([record for record, _ in items], sync=False)
             except BaseException:
-                for prepared in audio.values():
-                    prepared.tmp.unlink(missing_ok=True)
+                for _, audio in items:
+                    for prepared in audio.values():
+                        prepared.tmp.unlink(missing_ok=True)
                 raise
-            staged.append((str(tmp), str(final), moves, record if hooked else None))
-            syncer.submit([tmp, *(prepared.tmp for prepared in audio.values())])
+            for (record, audio), (tmp, final), moves in zip(items, sidecars, every_moves):
+                staged.append((str(tmp), str(final), moves, record if hooked else None))
+                syncer.submit([tmp, *(prepared.tmp for prepared in audio.values())])
 
         moved: list[Path] = []  # sidecars moved into place
         files: list[Path] = []  # and the audio files they name
@@ -319,6 +310,26 @@ class HistoryPlugin:
         if record is None:
             raise _not_recorded(generation_id)
         return record
+
+    def _import_moves(
+        self, record: dict[str, Any], audio: Mapping[str, audio_io.PreparedAudio]
+    ) -> list[tuple[str, str]]:
+        """Check an imported ``record`` and complete it from its ``audio``: the moves (temp
+        name, final name) that put its audio in place."""
+        check_id(record["id"], "id")
+        check_id(record["profile_id"], "profile_id")
+        moves = []
+        for version in record["versions"]:
+            check_id(version["id"], "version id")
+            prepared = audio[version["id"]]
+            final = self.library.audio_path(record["id"], record["created_at"], version["id"], prepared.suffix)
+            moves.append((str(prepared.tmp), str(final)))
+            version.update(audio_path=self.library.relative(final), **prepared.facts())
+        if record["versions"]:
+            _activate(record, record["active_version_id"] or record["versions"][0]["id"])
+        else:
+            record.update({name: None for name in _AUDIO_FIELDS})
+        return moves
 
     def _record(
         self,

@@ -71,7 +71,7 @@ class Store:
         """Write ``record``'s sidecar durably. ``before_commit`` runs once the sidecar is durable
         under its temp name, before it is moved into place (to move the audio it names in
         first): only the renames need that order, so the two files' fsyncs can overlap."""
-        tmp, path = self.stage(record)
+        [(tmp, path)] = self.stage([record])
         if before_commit is not None:
             try:
                 before_commit()
@@ -82,12 +82,20 @@ class Store:
         self._paths[record["id"]] = path
         return path
 
-    def stage(self, record: dict[str, Any], *, sync: bool = True) -> tuple[Path, Path]:
-        """Write ``record``'s sidecar under a temp name beside its place, durably unless
-        ``sync=False`` (see ``library.atomic.write_temp``): returns the temp name and the place."""
-        path = self.library.sidecar_path(record["id"], record["created_at"])
-        data = schema.encode_generation(record)
-        return write_temp(path, lambda f: f.write(data), sync=sync), path
+    def stage(self, records: list[dict[str, Any]], *, sync: bool = True) -> list[tuple[Path, Path]]:
+        """Write each record's sidecar under a temp name beside its place, durably unless
+        ``sync=False`` (see ``library.atomic.write_temp``): returns the temp names and the
+        places. On an error none of them is left."""
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for record, data in zip(records, schema.encode_generations(records)):
+                path = self.library.sidecar_path(record["id"], record["created_at"])
+                staged.append((write_temp(path, lambda f, data=data: f.write(data), sync=sync), path))
+        except BaseException:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise
+        return staged
 
     def remove_unreferenced(self, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
         """Remove audio that ``before`` named and ``after`` no longer does (after it is written)."""

@@ -52,6 +52,31 @@ def test_a_written_record_reads_back_equal(tmp_path):
     assert schema.read_generation(path) == record
 
 
+def test_records_encoded_together_are_byte_for_byte_the_sidecars_encoded_alone(tmp_path):
+    blank = {f.name: None for f in schema.GENERATION_SCHEMA if f.name != "schema_version"}
+    version = {
+        "id": "v1", "label": "original", "audio_path": "generations/2026/04/18/g2.v1.wav",
+        "effects_chain": '[{"type":"reverb"}]', "is_default": True, "created_at": NOW,
+        "source_version_id": None, "duration": 2.5, "sample_rate": 24000, "channels": 1,
+        "audio_bytes": 120044, "audio_sha256": "ab" * 32,
+    }
+    records = [
+        {**blank, **minimal(), "versions": [], "extra": {}},
+        {**blank, **minimal(id="g2", text="日本語 ❤️ Café", seed=7, duration=2.5),
+         "versions": [version, {**version, "id": "v2", "effects_chain": None}], "extra": {"k": "v"}},
+        {**blank, **minimal(id="g3", status="failed", error="out of memory", is_favorited=True),
+         "versions": [], "extra": {"a": "1", "b": "2"}},
+    ]
+    for record in records:
+        del record["schema_version"]
+    together = schema.encode_generations(records)
+    assert [bytes(data) for data in together] == [bytes(schema.encode_generation(r)) for r in records]
+    for record, data in zip(records, together):
+        path = tmp_path / f"{record['id']}.parquet"
+        path.write_bytes(data)
+        assert schema.read_generation(path) == record
+
+
 @pytest.mark.parametrize(
     ("row", "reason"),
     [
