@@ -15,24 +15,24 @@ import uuid
 import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import islice
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from ..index import Index
 from ..library import Library
 from ..plugin import HistoryPlugin
-from ..plugin.history import ImportItem
 from ..plugin.audio import InvalidAudioError, PreparedAudio, from_stream, measure_stream
+from ..plugin.history import ImportItem
 from . import voicebox
 from .format import ArchiveError, Limits
 from .reader import Plan, check_audio, open_archive, open_audio, where_of
 
-# Generations read at a time: one thread's reading and hashing overlaps another's encoding.
-# The fsyncs run on threads of their own (see ``import_records``), so two readers keep 2 cores
+# Threads reading generations: one thread's reading and hashing overlaps another's encoding.
+# The syncs run on threads of their own (see ``import_records``), so two readers keep 2 cores
 # busy and more only contend for the interpreter lock (a 2 GB archive on 2 cores: 2 readers
 # 140-145 MB/s, 4 readers 130-135).
 _READERS = 2

@@ -148,20 +148,22 @@ class Syncer:
         self._pending: deque[Future[None]] = deque()
         self._lock = threading.Lock()
         self._window = window
-        self._root: tuple[str, int, int] | None = None  # root, an fd open on it, its device
+        self._root = str(root)
+        self._root_fd: int | None = None  # open on root while syncfs makes files durable
+        self._root_dev = 0  # root's file system
         self._on_root: dict[str, bool] = {}  # folder: whether it is on root's file system
         self._unsynced = 0  # files on root's file system written since the last syncfs began
         self._syncing: Future[None] | None = None
         if FSYNC and root is not None and _SYNCFS is not None:
             # opened before the first write: syncfs reports the errors since the fd was opened
-            fd = os.open(root, os.O_RDONLY)
-            self._root = (str(root), fd, os.fstat(fd).st_dev)
+            self._root_fd = os.open(root, os.O_RDONLY)
+            self._root_dev = os.fstat(self._root_fd).st_dev
 
     def submit(self, paths: list[Path]) -> None:
         """Make ``paths`` durable in the background; raises what an earlier batch's sync raised."""
         if not FSYNC:
             return
-        if self._root is not None:
+        if self._root_fd is not None:
             paths = [path for path in paths if not self._on_root_fs(path)]
             if not paths:
                 return
@@ -174,12 +176,11 @@ class Syncer:
 
     def _on_root_fs(self, path: Path) -> bool:
         """Whether ``path`` is left to syncfs; starts one when ``window`` files wait for it."""
-        assert self._root is not None
         folder = os.path.dirname(path)
         with self._lock:
             same = self._on_root.get(folder)
             if same is None:
-                same = self._on_root[folder] = os.stat(folder).st_dev == self._root[2]
+                same = self._on_root[folder] = os.stat(folder).st_dev == self._root_dev
             if not same:
                 return False
             self._unsynced += 1
@@ -192,10 +193,10 @@ class Syncer:
         return True
 
     def _syncfs(self) -> None:
-        assert self._root is not None and _SYNCFS is not None
-        if _SYNCFS(self._root[1]) != 0:
+        assert self._root_fd is not None and _SYNCFS is not None
+        if _SYNCFS(self._root_fd) != 0:
             code = ctypes.get_errno()
-            raise OSError(code, f"cannot make the files written below {self._root[0]} durable: "
+            raise OSError(code, f"cannot make the files written below {self._root} durable: "
                           f"{os.strerror(code)}")
 
     def wait(self) -> None:
@@ -206,7 +207,7 @@ class Syncer:
                     break
                 future = self._pending.popleft()
             future.result()
-        if self._root is not None:
+        if self._root_fd is not None:
             with self._lock:
                 syncing, self._syncing = self._syncing, None
                 unsynced, self._unsynced = self._unsynced, 0
@@ -220,9 +221,9 @@ class Syncer:
 
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._root is not None:
-            os.close(self._root[1])
-            self._root = None
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
 
 
 def commit_temp(tmp: Path, path: Path, *, replace: bool = True, sync_folder: bool = True) -> None:

@@ -322,7 +322,9 @@ class HistoryPlugin:
         for version in record["versions"]:
             check_id(version["id"], "version id")
             prepared = audio[version["id"]]
-            final = self.library.audio_path(record["id"], record["created_at"], version["id"], prepared.suffix)
+            final = self.library.audio_path(
+                record["id"], record["created_at"], version["id"], prepared.suffix
+            )
             moves.append((str(prepared.tmp), str(final)))
             version.update(audio_path=self.library.relative(final), **prepared.facts())
         if record["versions"]:
